@@ -1,3 +1,14 @@
-"""gofau: the Generic Optimization Framework for Alternative Updates (Kirtas et al., 2024)."""
+"""gofau: the Generic Optimization Framework for Alternative Updates (Kirtas, Passalis, Tefas, 2024).
+
+An optimizer step is a direction u = phi * psi from a base optimizer (SGD, Adam, Adagrad, RMSprop)
+fed to an update rule: additive theta - eta u, multiplicative theta - eta_out |theta| tanh(eta_in u),
+or their gamma-weighted hybrid.
+"""
+from .groups import param_groups
+from .optimizer import GOFAU
+from .presets import (HSGD, SGD, Adagrad, Adam, HAdagrad, HAdam, HMSGD, HRMSprop, MAdagrad, MAdam, MRMSprop, MSGD,
+                      RMSprop)
 
 __version__ = "0.1.0"
+__all__ = ["GOFAU", "param_groups", "MSGD", "HSGD", "HMSGD", "MAdam", "HAdam", "MAdagrad", "HAdagrad", "MRMSprop",
+           "HRMSprop", "SGD", "Adam", "Adagrad", "RMSprop"]

@@ -1,0 +1,145 @@
+"""GOFAU: one torch.optim.Optimizer for any direction (phi x psi) and update rule (xi)."""
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from .directions import DIRECTIONS, check
+from .rules import RULES, fixes_zeros
+
+COMMON = ("lr", "lr_in", "lr_out", "gamma", "weight_decay", "maximize", "foreach", "fused")
+
+
+def _update(group, params, grads, states, steps):
+    """One step for tensors of one device and dtype: g -> u = phi psi -> rule (in place)."""
+    if group["maximize"]:
+        grads = torch._foreach_neg(grads)
+    if group["weight_decay"]:
+        grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+    u, c = DIRECTIONS[group["direction"]](group, grads, states, steps)
+    RULES[group["rule"]](group, params, u, c)
+
+
+_compiled_update = None
+
+
+def _fused_update(*args):
+    global _compiled_update
+    if _compiled_update is None:
+        _compiled_update = torch.compile(_update)
+    _compiled_update(*args)
+
+
+class GOFAU(Optimizer):
+    """Generic Optimization Framework for Alternative Updates (Kirtas et al., 2024).
+
+    A step computes g = grad + weight_decay * theta (negated when maximize), the base optimizer's
+    direction u = phi(g) * psi(g) with its step-size factor c (``gofau.directions``), and applies the
+    group's update rule (``gofau.rules``), e.g. multiplicative: theta <- theta - c lr |theta| tanh(lr_in u).
+
+    Args:
+        params: iterable of tensors, or of dicts defining parameter groups.
+        direction: base optimizer: "sgd", "adam", "adagrad" or "rmsprop".
+        rule: "additive", "multiplicative", "hybrid" or "power"; a group may set its own.
+        lr: eta for the additive and hybrid rules; eta_out for the multiplicative and power rules.
+        lr_in: eta_in, the scale of u inside the tanh.
+        lr_out: the hybrid's eta_out (None: lr); it follows lr in proportion under LR schedulers.
+        gamma: the hybrid's weight of the multiplicative term, in [0, 1] (0: additive, 1: multiplicative).
+        weight_decay: L2 penalty added to the gradient before phi and psi.
+        maximize: ascend the objective instead of descending it.
+        foreach: one ``torch._foreach_*`` call per device and dtype (None or True) or a loop over tensors (False).
+        fused: run the step through ``torch.compile`` (its first step compiles, once).
+        **hyperparameters: the base's own, with torch.optim's names and defaults:
+            sgd: momentum=0, dampening=0, nesterov=False; adam: betas=(0.9, 0.999), eps=1e-8, amsgrad=False;
+            adagrad: lr_decay=0, eps=1e-10, initial_accumulator_value=0; rmsprop: alpha=0.99, eps=1e-8,
+            momentum=0, centered=False.
+
+    Parameters that are exactly zero never move under the multiplicative and power rules (their step
+    is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
+    """
+
+    def __init__(self, params, direction="sgd", rule="additive", lr=1e-3, *, lr_in=1.0, lr_out=None, gamma=0.5,
+                 weight_decay=0.0, maximize=False, foreach=None, fused=False, **hyperparameters):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"Invalid direction: {direction!r}; expected one of {', '.join(DIRECTIONS)}")
+        base = DIRECTIONS[direction].defaults
+        unknown = sorted(set(hyperparameters) - set(base))
+        if unknown:
+            raise TypeError(f"{direction} has no hyperparameter {', '.join(unknown)}; "
+                            f"accepted: {', '.join(COMMON + tuple(base))}")
+        if isinstance(params, torch.Tensor) or not isinstance(params, Iterable):
+            raise TypeError(f"params must be an iterable of tensors or of param-group dicts, got {type(params).__name__}")
+        if fused and foreach:
+            raise ValueError("Invalid foreach: True together with fused=True; choose one")
+        defaults = dict(direction=direction, rule=rule, lr=lr, lr_in=lr_in, lr_out=lr_out, gamma=gamma,
+                        weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused,
+                        **{**base, **hyperparameters})
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        """Adds a group (filled from the defaults), checking its hyperparameters."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._check(group)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+        group.setdefault("lr_ref", group["lr"])
+
+    @staticmethod
+    def _check(group):
+        if group["direction"] not in DIRECTIONS:
+            raise ValueError(f"Invalid direction: {group['direction']!r}; expected one of {', '.join(DIRECTIONS)}")
+        if group["rule"] not in RULES:
+            raise ValueError(f"Invalid rule: {group['rule']!r}; expected one of {', '.join(RULES)}")
+        for name in ("lr", "lr_in", "weight_decay") + (() if group["lr_out"] is None else ("lr_out",)):
+            check(group, name, 0.0)
+        check(group, "gamma", 0.0, 1.0)
+        DIRECTIONS[group["direction"]].validate(group)
+
+    def _state(self, group, p):
+        if p.grad.is_sparse:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        state = self.state[p]
+        if not state:
+            if torch.is_complex(p):
+                raise TypeError(f"{type(self).__name__} does not support complex parameters; "
+                                "optimize torch.view_as_real(p) instead")
+            state["step"] = torch.tensor(0.0)
+            state.update(DIRECTIONS[group["direction"]].init(p, group))
+            if fixes_zeros(group) and not getattr(self, "_warned_zero", False) and not p.any():
+                self._warned_zero = True
+                warnings.warn(f"A parameter of shape {tuple(p.shape)} is exactly zero under the {group['rule']} rule: "
+                              "its steps are proportional to |theta|, so it will never move. Put such tensors "
+                              "under another rule with gofau.param_groups(model, select='zeros', rule='additive').",
+                              stacklevel=4)
+        state["step"] += 1
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            buckets = defaultdict(list)
+            for p in group["params"]:
+                if p.grad is not None:
+                    buckets[p.device, p.dtype].append(p)
+            for params in buckets.values():
+                states = [self._state(group, p) for p in params]
+                grads = [p.grad for p in params]
+                steps = [s["step"].item() for s in states]
+                if group["fused"]:
+                    _fused_update(group, params, grads, states, steps)
+                elif group["foreach"] is False:
+                    for args in zip(params, grads, states, steps):
+                        _update(group, *([a] for a in args))
+                else:
+                    _update(group, params, grads, states, steps)
+        return loss

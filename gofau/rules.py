@@ -1,0 +1,73 @@
+"""Update rules (xi): how a direction u becomes a parameter step.
+
+With c the direction's step-size factor (see ``directions``):
+
+- additive:       theta <- theta - c eta u                                             (eta = lr)
+- multiplicative: theta <- theta - c eta_out |theta| tanh(eta_in u)                   (eta_out = lr)
+- hybrid:         theta <- theta - gamma c eta_out |theta| tanh(eta_in u) - (1 - gamma) c eta u
+                  (eta = lr, eta_out = lr_out, or lr when lr_out is None)
+- power (M_SPOW): theta <- theta 2^(-sign(theta) c eta_out tanh(eta_in u))            (eta_out = lr)
+
+eta_in = lr_in. LR schedulers only write ``group['lr']``; so that they scale both hybrid terms,
+the hybrid's eta_out is ``lr_out * lr / lr_ref``, where ``lr_ref`` is the lr the group was built with.
+Every rule reads theta before changing it and works in place on lists of one device and dtype.
+"""
+import math
+
+import torch
+
+
+def eta_out(group):
+    """The multiplicative step size: lr, or the hybrid's lr_out moved in proportion to lr."""
+    if group["rule"] != "hybrid" or group["lr_out"] is None:
+        return group["lr"]
+    return group["lr_out"] * group["lr"] / group["lr_ref"] if group["lr_ref"] else group["lr_out"]
+
+
+def _scaled(c, k):
+    return [k * ci for ci in c] if isinstance(c, list) else k * c
+
+
+def _add_scaled(params, xs, scale):
+    """params += scale * xs, with one scale or one per tensor."""
+    if isinstance(scale, list):
+        torch._foreach_add_(params, torch._foreach_mul(xs, scale))
+    else:
+        torch._foreach_add_(params, xs, alpha=scale)
+
+
+def _tanh(u, lr_in):
+    t = torch._foreach_mul(u, lr_in)
+    torch._foreach_tanh_(t)
+    return t
+
+
+def additive(group, params, u, c):
+    _add_scaled(params, u, _scaled(c, -group["lr"]))
+
+
+def multiplicative(group, params, u, c):
+    torch._foreach_addcmul_(params, torch._foreach_abs(params), _tanh(u, group["lr_in"]), _scaled(c, -eta_out(group)))
+
+
+def hybrid(group, params, u, c):
+    gamma = group["gamma"]
+    magnitude = torch._foreach_abs(params)  # |theta_t|, read before the additive term moves theta
+    _add_scaled(params, u, _scaled(c, -(1 - gamma) * group["lr"]))
+    torch._foreach_addcmul_(params, magnitude, _tanh(u, group["lr_in"]), _scaled(c, -gamma * eta_out(group)))
+
+
+def power(group, params, u, c):
+    exponent = _tanh(u, group["lr_in"])
+    torch._foreach_mul_(exponent, torch._foreach_sign(params))
+    torch._foreach_mul_(exponent, _scaled(c, -math.log(2) * group["lr"]))
+    torch._foreach_exp_(exponent)
+    torch._foreach_mul_(params, exponent)
+
+
+def fixes_zeros(group):
+    """True when the group's rule can never move a parameter that is exactly zero."""
+    return group["rule"] in ("multiplicative", "power") or (group["rule"] == "hybrid" and group["gamma"] == 1)
+
+
+RULES = {"additive": additive, "multiplicative": multiplicative, "hybrid": hybrid, "power": power}
