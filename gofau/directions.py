@@ -7,7 +7,6 @@ step size of the update rule (Adam's first-moment correction 1/(1 - beta1^t), Ad
 factors sit outside the tanh. The gradients ``g`` arrive with weight decay (L2) and ``maximize``
 already applied. Directions never modify ``g`` in place.
 """
-import math
 import numbers
 
 import torch
@@ -149,7 +148,7 @@ class Adam:
             exp_avg_sqs = [s["max_exp_avg_sq"] for s in states]
             torch._foreach_maximum_(exp_avg_sqs, [s["exp_avg_sq"] for s in states])
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in steps])
+        torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
         torch._foreach_add_(denom, group["eps"])
         return torch._foreach_div(exp_avgs, denom), [1 / (1 - beta1**t) for t in steps]
 

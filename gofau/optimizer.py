@@ -135,8 +135,12 @@ class GOFAU(Optimizer):
                 states = [self._state(group, p) for p in params]
                 grads = [p.grad for p in params]
                 steps = [s["step"].item() for s in states]
-                if group["fused"]:
-                    _fused_update(group, params, grads, states, steps)
+                if group["fused"]:  # step sizes and counts as 0-dim tensors: no recompiles as they change
+                    scalars = {k: torch.tensor(group[k], dtype=torch.float64) for k in ("lr", "lr_out")
+                               if group[k] is not None}
+                    hyper = {k: v for k, v in group.items() if k != "params"}
+                    steps = [s["step"].double() for s in states]
+                    _fused_update({**hyper, **scalars}, params, grads, states, steps)
                 elif group["foreach"] is False:
                     for args in zip(params, grads, states, steps):
                         _update(group, *([a] for a in args))

