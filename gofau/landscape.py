@@ -267,3 +267,28 @@ def rounded(summary: pd.DataFrame, digits: int = 3, floor: float = 1e-12) -> pd.
     out["final_gap"] = [f"<{floor:.0e}" if v < floor else "inf" if not math.isfinite(v) else f"{v:.{digits - 1}e}"
                         for v in out.final_gap]
     return out
+
+
+def describe(summary: pd.DataFrame, reference: str = "additive") -> list[str]:
+    """One Markdown line per function and rule saying, with the measured numbers, for which bases
+    the rule beat ``reference``, lost to it, or tied (see :func:`verdicts`)."""
+    v = verdicts(summary, reference).set_index(["function", "base", "rule"]).verdict
+    s = summary.set_index(["function", "base", "rule"])
+    lines = []
+    for (f, rule), group in v.groupby(level=["function", "rule"], sort=False):
+        parts = []
+        for word in ("better", "worse", "tie"):
+            bases = [b for (_, b, _), w in group.items() if w == word]
+            if bases:
+                what = ", ".join(f"{b} ({_short(s.loc[(f, b, rule)])} vs {_short(s.loc[(f, b, reference)])})" for b in bases)
+                parts.append(f"{'ties' if word == 'tie' else word} with {what}")
+        lines.append(f"- **{f}**, {rule}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _short(row) -> str:
+    """'95% in 82 steps', or '0%, gap 0.99' when the median start never reaches the tolerance."""
+    head = f"{100 * row.success:.0f}%"
+    if not math.isfinite(row.median_steps):
+        return f"{head}, gap {row.final_gap:.2g}"
+    return f"{head} in {row.median_steps:g} step{'' if row.median_steps == 1 else 's'}"

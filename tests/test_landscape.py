@@ -157,3 +157,11 @@ def test_rounded_hides_platform_digits():
     assert r.final_gap.tolist() == ["<1e-12", "1.23e-02"]
     assert r.median_steps.tolist() == ["never", "12.5"] and r.success.tolist() == ["55%", "100%"]
     assert r.lr.tolist() == ["1.00e-01", "1.00e-01"]
+
+
+def test_describe_states_verdicts_with_numbers():
+    s = _summary([("A", "additive", 0.5, 10, 1e-4), ("A", "hybrid", 0.6, INF, 0.25),
+                  ("B", "additive", 0.2, INF, 1.0), ("B", "hybrid", 0.2, 12, 1e-5)])
+    s["function"] = "beale"
+    assert L.describe(s) == ["- **beale**, hybrid: better with A (60%, gap 0.25 vs 50% in 10 steps), "
+                             "B (20% in 12 steps vs 20%, gap 1)."]
