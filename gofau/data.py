@@ -187,14 +187,17 @@ def _cifar_pickle(name, data_dir, download):
 
 def _decode(blobs: list[bytes], where: str) -> torch.Tensor:
     """Decode a list of encoded images to one uint8 tensor (N, 3, H, W); all must share one size."""
+    import warnings
     from torchvision.io import ImageReadMode, decode_image
     out = []
-    for i in range(0, len(blobs), 4096):
-        chunk = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs[i:i + 4096]]
-        try:
-            out.extend(decode_image(t, mode=ImageReadMode.RGB) for t in chunk)
-        except RuntimeError as e:
-            raise ValueError(f"could not decode an image in {where}: {e}") from e
+    with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated (torchcodec)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i in range(0, len(blobs), 4096):
+            chunk = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs[i:i + 4096]]
+            try:
+                out.extend(decode_image(t, mode=ImageReadMode.RGB) for t in chunk)
+            except RuntimeError as e:
+                raise ValueError(f"could not decode an image in {where}: {e}") from e
     sizes = {tuple(x.shape) for x in out}
     if len(sizes) > 1:
         raise ValueError(f"images in {where} differ in size ({sorted(sizes)[:3]}...); "

@@ -241,6 +241,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def _git_commit() -> str | None:
+    """HEAD of the repository when this module was imported (the code that runs)."""
     try:
         root = Path(__file__).resolve().parents[1]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -248,6 +249,9 @@ def _git_commit() -> str | None:
         return sha or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+GIT_COMMIT = _git_commit()
 
 
 def evaluate(model, x, y, mean, std, device, batch_size=256):
@@ -310,7 +314,7 @@ def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
                   dataset=ds.identity, num_classes=ds.num_classes, image_size=ds.image_size,
                   n_params=sum(p.numel() for p in model.parameters()), device_name=_device_name(device),
                   threads=torch.get_num_threads() if device.type == "cpu" else None,
-                  torch_version=torch.__version__, gofau_version=gofau.__version__, git_commit=_git_commit(),
+                  torch_version=torch.__version__, gofau_version=gofau.__version__, git_commit=GIT_COMMIT,
                   python_version=platform.python_version(),
                   started=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_time_s=0.0)
     if cfg.grad_stats_every:
@@ -365,7 +369,7 @@ def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
         t_eval = time.perf_counter() - t1
         n = len(train_y)
         ep = dict(epoch=epoch + 1, train_loss=loss_sum.item() / n, train_acc=correct.item() / n,
-                  test_loss=test_loss, test_acc=test_acc, lr=opt.param_groups[0]["lr"],
+                  test_loss=test_loss, test_acc=test_acc, lr_end=opt.param_groups[0]["lr"],
                   epoch_time_s=t_train + t_eval, train_time_s=t_train, train_images_per_s=n / t_train,
                   eval_images_per_s=len(test_y) / t_eval)
         if bar is not None:

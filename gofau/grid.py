@@ -1,0 +1,168 @@
+"""Run a grid of training runs from a YAML file: ``python -m gofau.grid CONFIG [--out DIR]``.
+
+The file has a ``base`` configuration (any :class:`gofau.train.TrainConfig` fields) and either
+``axes`` (a mapping from setting to a list of values: their Cartesian product) or ``grids`` (a list
+of such mappings, each a product of its own; the runs are their union, in order). An optional
+``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks, for each group of finished runs that
+differ only in ``over`` (and seed), the value with the highest final test accuracy among the
+runs with the base seed, then runs that value with each listed seed. (The pick uses the test
+split: there is no separate validation split at this scale, which the chapters must say.)
+
+Finished runs (a record with the same configuration hash in the output folder) are skipped, so an
+interrupted grid resumes where it stopped. A run that raises is recorded with status "failed" and
+its error, and the grid goes on. A summary table ends the run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import math
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gofau import results as gresults
+from gofau.train import TrainConfig, identity, train, validate
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def read_grid(path: str | Path) -> dict:
+    import yaml
+    with open(path) as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict):
+        raise ValueError(f"grid file {path} must hold a mapping with 'base' and 'axes' or 'grids'")
+    unknown = set(spec) - {"base", "axes", "grids", "tune", "description"}
+    if unknown:
+        raise ValueError(f"grid file {path}: unknown top-level keys {sorted(unknown)}; "
+                         "accepted: base, axes, grids, tune, description")
+    return spec
+
+
+def expand(spec: dict) -> list[dict]:
+    """The configurations (dicts of TrainConfig fields) of the product stage(s), in order."""
+    base = dict(spec.get("base") or {})
+    blocks = spec.get("grids") or ([spec["axes"]] if spec.get("axes") else [{}])
+    configs = []
+    for block in blocks:
+        for key in list(base) + list(block):
+            if key not in FIELDS:
+                raise ValueError(f"unknown setting {key!r} in grid; accepted: {sorted(FIELDS)}")
+        keys = list(block)
+        values = [v if isinstance(v, list) else [v] for v in block.values()]
+        for combo in itertools.product(*values):
+            configs.append({**base, **dict(zip(keys, combo))})
+    return configs
+
+
+def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
+    """The tune stage's configurations, from the finished records of ``configs`` in ``out``."""
+    tune = spec.get("tune")
+    if not tune:
+        return []
+    over, seeds = tune.get("over", "lr"), tune.get("seeds", [])
+    groups: dict[str, list] = {}
+    for c in configs:
+        rest = {k: v for k, v in identity(TrainConfig(**c)).items() if k not in (over, "seed")}
+        groups.setdefault(gresults.config_hash(rest), []).append(c)
+    picks = []
+    for members in groups.values():
+        scored = []
+        for c in members:
+            path = gresults.record_path(out, gresults.config_hash(identity(TrainConfig(**c))))
+            if path.is_file():
+                r = gresults.read(path)
+                if r.get("status") == "finished":
+                    acc = r["epochs"][-1]["test_acc"]
+                    scored.append((acc if math.isfinite(acc) else -math.inf, c))
+        if len(scored) < len(members):
+            continue  # not all values tried yet: no pick
+        best = max(scored, key=lambda t: t[0])[1]
+        picks.extend({**best, "seed": s} for s in seeds)
+    return picks
+
+
+def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, dict | None]:
+    """Train one configuration; ("skipped" | "finished" | "failed", record)."""
+    cfg = TrainConfig(**{**config, "out": str(out), "force": force})
+    ident = identity(cfg)
+    run_id = gresults.config_hash(ident)
+    if not force and gresults.finished(out, run_id):
+        return "skipped", gresults.read(gresults.record_path(out, run_id))
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        return "finished", train(cfg)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        record = dict(id=run_id, status="failed", config=ident, seed=cfg.seed, epochs=[], started=started,
+                      error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
+        gresults.save(record, out, force=True)
+        print(f"run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return "failed", record
+
+
+def run_grid(path: str | Path, out: str | Path = "results", force: bool = False, overrides: dict | None = None,
+             dry_run: bool = False) -> list[dict]:
+    """Run every configuration of grid file ``path`` (then its tune stage); returns summary rows."""
+    spec = read_grid(path)
+    if overrides:
+        spec["base"] = {**(spec.get("base") or {}), **overrides}
+    configs = expand(spec)
+    for c in configs:
+        validate(TrainConfig(**c))
+    rows = []
+
+    def run_all(cs, stage):
+        for i, c in enumerate(cs, 1):
+            if dry_run:
+                rows.append(dict(stage=stage, status="planned", **_brief(c)))
+                continue
+            print(f"[{stage} {i}/{len(cs)}] {_brief(c)}", file=sys.stderr, flush=True)
+            status, r = run_one(c, out, force)
+            acc = r["epochs"][-1]["test_acc"] if r and r.get("epochs") else None
+            rows.append(dict(stage=stage, status=status, **_brief(c), test_acc=acc,
+                             wall_s=round(r.get("wall_time_s") or 0, 1) if r else None, id=r["id"] if r else None))
+
+    run_all(configs, "grid")
+    if not dry_run:
+        run_all(tuned(spec, configs, out), "tune")
+    return rows
+
+
+def _brief(c: dict) -> dict:
+    keys = ("optimizer", "rule", "lr", "seed")
+    return {k: c.get(k, getattr(TrainConfig, k)) for k in keys}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gofau.grid", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="YAML grid file")
+    p.add_argument("--out", default="results", help="folder for the JSON records")
+    p.add_argument("--force", action="store_true", help="rerun finished runs")
+    p.add_argument("--dry-run", action="store_true", help="list the grid stage's runs without training")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    args = p.parse_args(argv)
+    overrides = {}
+    if args.threads:
+        overrides["threads"] = args.threads
+    if args.no_progress:
+        overrides["progress"] = False
+    try:
+        rows = run_grid(args.config, args.out, args.force, overrides, args.dry_run)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import pandas as pd
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(table.to_string(index=False) if len(table) else "no runs")
+    return 1 if (len(table) and (table["status"] == "failed").any()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Models: shapes, widths, depth, initialisation schemes and the zero-bias rule."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gofau import models
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+@pytest.mark.parametrize("size", [32, 64])
+def test_output_shape(arch, size):
+    m = models.build(arch, num_classes=7, width=0.125, image_size=size).eval()
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, size, size)).shape == (2, 7)
+
+
+def _convs(m):
+    return [x for x in m.modules() if isinstance(x, nn.Conv2d)]
+
+
+def test_depth_and_width():
+    # weighted layers: convolutions in the residual path plus the classifier (shortcuts excluded)
+    def depth(arch):
+        m = models.build(arch, width=0.125)
+        return sum(1 for c in _convs(m) if c.kernel_size != (1, 1) or c.stride == (1, 1)) + 1
+    assert depth("resnet18") == 18 and depth("resnet34") == 34
+    assert depth("vgg16") == 14  # 13 convolutions + 1 linear in the CIFAR head
+    assert [c.out_channels for c in _convs(models.build("resnet9"))][:2] == [64, 128]
+    assert [c.out_channels for c in _convs(models.build("resnet9", width=0.25))][:2] == [16, 32]
+    r50 = models.build("resnet50", width=0.5)
+    assert r50.fc.in_features == 2048 // 2
+    assert sum(isinstance(b, models.Bottleneck) for b in models.build("resnet101", width=0.125).modules()) == 33
+
+
+def test_cifar_stem_has_no_pooling_and_tiny_variant_halves():
+    m32 = models.build("resnet18", width=0.125, image_size=32)
+    m64 = models.build("resnet18", width=0.125, image_size=64)
+    assert m32.features[0][0].stride == (1, 1) and m32.features[0][0].kernel_size == (3, 3)
+    assert not any(isinstance(x, nn.MaxPool2d) for x in m32.modules())
+    # the 64x64 variant reaches the first residual stage at 32x32
+    h = m64.features[:2](torch.randn(1, 3, 64, 64))
+    assert h.shape[-1] == 32
+
+
+def _weights(m):
+    return [x.weight for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("init", models.INITS)
+def test_biases_and_norm_shifts_are_zero(init):
+    m = models.build("resnet18", width=0.125, init=init, init_scale=0.1 if init == "scaled" else 1.0)
+    for mod in m.modules():
+        if isinstance(mod, (nn.Linear, nn.Conv2d)) and mod.bias is not None:
+            assert not mod.bias.any()
+        if isinstance(mod, nn.BatchNorm2d):
+            assert not mod.bias.any() and torch.all(mod.weight == 1)
+
+
+def test_init_statistics():
+    torch.manual_seed(0)
+    m = models.build("vgg16", width=0.5, init="he")
+    w = _weights(m)[5]  # a 3x3 conv with fan_in = 9 * cin
+    fan_in = w[0].numel()
+    assert w.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
+    m = models.build("vgg16", width=0.5, init="xavier")
+    w = _weights(m)[5]
+    a = math.sqrt(6 / (fan_in + w.shape[0] * 9))
+    assert w.abs().max().item() <= a and w.abs().max().item() > 0.95 * a
+    m = models.build("vgg16", width=0.5, init="uniform")
+    assert all(x.abs().max().item() <= 0.05 for x in _weights(m))
+    m = models.build("vgg16", width=0.5, init="default")
+    w = _weights(m)[5]
+    assert w.abs().max().item() <= 1 / math.sqrt(fan_in)
+
+
+def test_scaled_is_default_times_scale():
+    torch.manual_seed(3)
+    ref = [w.clone() for w in _weights(models.build("resnet9", width=0.125))]
+    torch.manual_seed(3)
+    big = _weights(models.build("resnet9", width=0.125, init="scaled", init_scale=10.0))
+    assert all(torch.allclose(b, 10 * r) for b, r in zip(big, ref))
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="arch must be one of"):
+        models.build("resnet7")
+    with pytest.raises(ValueError, match="width must be a positive number"):
+        models.build("resnet9", width=0)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        models.build("resnet9", num_classes=0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        models.build("resnet9", init="orthogonal")
+    with pytest.raises(ValueError, match="init_scale applies only to init='scaled'"):
+        models.build("resnet9", init="he", init_scale=2.0)
+    with pytest.raises(ValueError, match="init_scale must be a positive number"):
+        models.build("resnet9", init="scaled", init_scale=-1.0)

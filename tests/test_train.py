@@ -1,0 +1,154 @@
+"""The trainer on real CIFAR-10 JPEG data at smoke scale: records, determinism, resume, options."""
+import json
+import math
+
+import pytest
+import torch
+
+from gofau import data, results, train
+
+SHARED = data.default_data_dir()
+needs_cifar_jpeg = pytest.mark.skipif(
+    not (SHARED / "cifar10-jpeg.tar.gz").is_file() and not (SHARED / "cifar10-jpeg").is_dir(),
+    reason=f"CIFAR-10 JPEG copy absent: expected {SHARED}/cifar10-jpeg.tar.gz (set GOFAU_DATA to the shared data folder)")
+
+
+def smoke(tmp_path, **kw):
+    base = dict(dataset="cifar10-jpeg", arch="resnet9", width=0.125, limit=256, test_limit=200, epochs=2,
+                batch_size=64, device="cpu", threads=1, progress=False, out=str(tmp_path / "results"),
+                checkpoint_dir=str(tmp_path / "ckpt"), lr=0.05)
+    base.update(kw)
+    return base
+
+
+@needs_cifar_jpeg
+def test_record_contents_and_skip(tmp_path):
+    cfg = smoke(tmp_path, optimizer="sgd", rule="hybrid", schedule="linear")
+    rec = train.train(cfg)
+    path = tmp_path / "results" / f"{rec['id']}.json"
+    assert path.is_file() and json.loads(path.read_text())["id"] == rec["id"]
+    assert rec["status"] == "finished" and rec["seed"] == 0 and len(rec["epochs"]) == 2
+    for k in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_time_s", "train_images_per_s",
+              "eval_images_per_s", "lr_end"):
+        assert math.isfinite(rec["epochs"][-1][k])
+    assert rec["dataset"]["name"] == "CIFAR-10 (JPEG q75)"
+    assert rec["dataset"]["n_train"] == 256 and rec["dataset"]["n_test"] == 200
+    assert rec["config"]["rule"] == "hybrid" and rec["config"]["gamma"] == 0.5 and rec["config"]["schedule"] == "linear"
+    for k in ("started", "finished", "wall_time_s", "device_name", "torch_version", "gofau_version", "git_commit"):
+        assert k in rec
+    assert rec["id"] == results.config_hash(rec["config"])
+    assert not any(k in rec["config"] for k in train.RUN_CONTROL)  # no machine paths in the record
+    assert rec["epochs"][-1]["lr_end"] == pytest.approx(0.0, abs=1e-3)  # linear decay ends at zero
+    # the same configuration is not trained again
+    mtime = path.stat().st_mtime_ns
+    again = train.train(cfg)
+    assert again["started"] == rec["started"] and path.stat().st_mtime_ns == mtime
+    assert not list((tmp_path / "ckpt").glob("*.pt"))  # a finished run leaves no checkpoint
+
+
+@needs_cifar_jpeg
+def test_deterministic_and_resume_equals_uninterrupted(tmp_path):
+    cfg = smoke(tmp_path, optimizer="adam", rule="multiplicative", lr=0.01, epochs=3, out=None)
+    full = train.train(cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, record):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train.train(cfg, on_epoch_end=kill)
+    assert len(list((tmp_path / "ckpt").glob("*.pt"))) == 1
+    resumed = train.train(cfg)
+    assert resumed["resumed_at_epochs"] == [1]
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert [[e[k] for k in keys] for e in resumed["epochs"]] == [[e[k] for k in keys] for e in full["epochs"]]
+    again = train.train(cfg)
+    assert [e["test_loss"] for e in again["epochs"]] == [e["test_loss"] for e in full["epochs"]]
+
+
+@needs_cifar_jpeg
+def test_seed_changes_the_run(tmp_path):
+    a = train.train(smoke(tmp_path, epochs=1, out=None))
+    b = train.train(smoke(tmp_path, epochs=1, out=None, seed=1))
+    assert a["id"] != b["id"] and a["epochs"][0]["train_loss"] != b["epochs"][0]["train_loss"]
+
+
+@needs_cifar_jpeg
+def test_grad_stats(tmp_path):
+    rec = train.train(smoke(tmp_path, epochs=1, optimizer="sgd", rule="multiplicative", lr=0.5,
+                            grad_stats_every=2, out=None))
+    g = rec["grad_stats"]
+    rows = [dict(zip(g["columns"], r)) for r in g["rows"]]
+    steps = sorted({r["step"] for r in rows})
+    assert steps == [0, 2]  # 256 images / 64 per batch = 4 steps
+    zero = [r for r in rows if r["param_norm"] == 0]
+    assert zero and all(r["update_norm"] == 0 for r in zero)  # zero biases never move multiplicatively
+    live = [r for r in rows if r["param_norm"] > 0]
+    assert all(r["rel_update"] == pytest.approx(r["update_norm"] / r["param_norm"]) for r in live)
+    # a multiplicative step is at most lr * |theta| per entry: relative update <= lr
+    assert all(r["rel_update"] <= 0.5 + 1e-6 for r in live)
+    assert all(0 <= r["saturated"] <= 1 for r in rows)
+
+
+def test_identity_normalises_ignored_settings():
+    a = train.identity(train.TrainConfig(optimizer="adam", momentum=0.9, gamma=0.3, device="cpu"))
+    b = train.identity(train.TrainConfig(optimizer="adam", momentum=0.0, gamma=0.7, device="cpu"))
+    assert a == b and a["momentum"] is None and a["gamma"] is None
+    c = train.identity(train.TrainConfig(rule="hybrid", gamma=0.3, device="cpu"))
+    assert c["gamma"] == 0.3 and results.config_hash(c) != results.config_hash(a)
+
+
+def test_build_optimizer_passes_settings():
+    model = torch.nn.Linear(3, 2)
+    opt = train.build_optimizer(train.TrainConfig(optimizer="sgd", rule="hybrid", lr=0.1, lr_out=0.5, gamma=0.25,
+                                                  momentum=0.8, weight_decay=0.0), model)
+    g = opt.param_groups[0]
+    assert (g["direction"], g["rule"], g["lr"], g["lr_out"], g["gamma"], g["momentum"]) == \
+        ("sgd", "hybrid", 0.1, 0.5, 0.25, 0.8)
+    opt = train.build_optimizer(train.TrainConfig(optimizer="adam", rule="multiplicative", bias_rule="additive",
+                                                  bias_lr=0.01, lr=0.02), model)
+    assert [(g["rule"], g["lr"], len(g["params"])) for g in opt.param_groups] == \
+        [("multiplicative", 0.02, 1), ("additive", 0.01, 1)]
+
+
+def test_lr_schedules():
+    cfg = train.TrainConfig(schedule="linear", warmup=0.25)
+    f = train.lr_factor(cfg, 8)
+    assert [f(s) for s in range(8)] == pytest.approx([0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    f = train.lr_factor(train.TrainConfig(schedule="cosine"), 4)
+    assert [f(s) for s in range(5)] == pytest.approx([1, (1 + math.cos(math.pi / 4)) / 2, 0.5,
+                                                      (1 + math.cos(3 * math.pi / 4)) / 2, 0])
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(optimizer="lbfgs"), "optimizer must be one of"),
+    (dict(rule="power2"), "rule must be one of"),
+    (dict(epochs=0), "epochs must be an integer >= 1"),
+    (dict(lr=-1.0), "lr must be a finite number >= 0"),
+    (dict(gamma=1.5), r"gamma must be a number in \[0, 1\]"),
+    (dict(limit=0), "limit must be None or an integer >= 1"),
+    (dict(schedule="step"), "schedule must be one of"),
+    (dict(grad_stats_every=-1), "grad_stats_every must be an integer >= 0"),
+])
+def test_bad_config(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        train.train(dict(kw, out=None))
+
+
+def test_cli_rejects_bad_choice(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--rule", "sideways"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@needs_cifar_jpeg
+def test_cli_smoke(tmp_path, capsys):
+    rc = train.main(["--width", "0.125", "--limit", "128", "--test-limit", "100", "--epochs", "1", "--device", "cpu",
+                     "--optimizer", "rmsprop", "--rule", "multiplicative", "--lr", "0.01", "--no-progress",
+                     "--out", str(tmp_path), "--checkpoint-dir", str(tmp_path / "ck"), "--lr-out", "none"])
+    assert rc == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tmp_path / f"{line['id']}.json").is_file() and 0 <= line["test_acc"] <= 1
