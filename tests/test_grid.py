@@ -1,0 +1,75 @@
+"""The grid runner on real CIFAR-10 JPEG data at smoke scale: products, tune stage, skip, failure."""
+import pytest
+import yaml
+
+from gofau import data, grid, results
+
+SHARED = data.default_data_dir()
+needs_cifar_jpeg = pytest.mark.skipif(
+    not (SHARED / "cifar10-jpeg.tar.gz").is_file() and not (SHARED / "cifar10-jpeg").is_dir(),
+    reason=f"CIFAR-10 JPEG copy absent: expected {SHARED}/cifar10-jpeg.tar.gz (set GOFAU_DATA to the shared data folder)")
+
+BASE = dict(dataset="cifar10-jpeg", arch="resnet9", width=0.125, limit=128, test_limit=100, epochs=1, batch_size=64,
+            device="cpu", threads=1, progress=False)
+
+
+def write(tmp_path, spec):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_expand_products_and_blocks():
+    spec = dict(base=dict(epochs=2), grids=[dict(optimizer="sgd", lr=[0.1, 0.2], seed=[0, 1]),
+                                           dict(optimizer="adam", rule=["additive", "hybrid"])])
+    cs = grid.expand(spec)
+    assert len(cs) == 6 and all(c["epochs"] == 2 for c in cs)
+    assert [(c["lr"], c["seed"]) for c in cs[:4]] == [(0.1, 0), (0.1, 1), (0.2, 0), (0.2, 1)]
+    assert [c.get("rule") for c in cs[4:]] == ["additive", "hybrid"]
+    assert len(grid.expand(dict(base={}, axes=dict(lr=[1, 2, 3])))) == 3
+
+
+def test_unknown_setting_and_key(tmp_path):
+    with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
+        grid.expand(dict(axes=dict(learning_rate=[0.1])))
+    with pytest.raises(ValueError, match="unknown top-level keys"):
+        grid.read_grid(write(tmp_path, dict(base={}, sweep={})))
+
+
+@needs_cifar_jpeg
+def test_grid_runs_tunes_skips_and_survives_failure(tmp_path, capsys):
+    spec = dict(base=BASE, grids=[dict(optimizer="sgd", rule="additive", lr=[0.01, 0.1]),
+                                  dict(dataset="cifar100", data_dir=str(tmp_path / "nowhere"), lr=0.1)],
+                tune=dict(over="lr", seeds=[1]))
+    out = tmp_path / "results"
+    rc = grid.main([str(write(tmp_path, spec)), "--out", str(out)])
+    assert rc == 1  # one run failed
+    table = capsys.readouterr().out
+    assert "failed" in table and "finished" in table and "tune" in table
+    runs = results.load(out)
+    failed = runs[runs.status == "failed"]
+    assert len(failed) == 1 and "CIFAR-100 not found" in failed.iloc[0]["error"]
+    done = runs[runs.status == "finished"]
+    seed0 = done[(done.seed == 0) & (done.dataset == "cifar10-jpeg")]
+    assert len(seed0) == 2
+    best_lr = seed0.sort_values("final_test_acc").iloc[-1]["lr"]
+    tuned = done[done.seed == 1]
+    assert tuned["lr"].tolist() == [best_lr]
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    # a second call skips every finished run and retries only the failed one
+    rows = grid.run_grid(write(tmp_path, spec), out)
+    assert sorted(r["status"] for r in rows) == ["failed", "skipped", "skipped", "skipped"]
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items() if results.read(p)["status"] == "finished")
+
+
+def test_dry_run_lists_without_training(tmp_path):
+    spec = dict(base=BASE, axes=dict(rule=["additive", "multiplicative", "hybrid"]))
+    rows = grid.run_grid(write(tmp_path, spec), tmp_path / "out", dry_run=True)
+    assert [r["rule"] for r in rows] == ["additive", "multiplicative", "hybrid"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_config_is_rejected_before_training(tmp_path):
+    spec = dict(base=BASE, axes=dict(rule=["additive", "sideways"]))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        grid.run_grid(write(tmp_path, spec), tmp_path / "out")
