@@ -28,7 +28,7 @@ def main(path: Path = Path(__file__).with_name("images") / "step_size.png") -> P
     ax.set_ylabel(r"step size $|\theta_{t+1}-\theta_t|$")
     ax.set_title(rf"One step of each rule ($\eta_{{out}}$={ETA_OUT}, $\eta_{{in}}$={ETA_IN})")
     ax.set_ylim(0, 0.2)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None})

@@ -66,3 +66,11 @@ def test_pages_skip_theme_assets(site):
 ])
 def test_link_problem(site, href, problem):
     assert browser_check.link_problem(href, "http://h:1", site) == problem
+
+
+def test_intro_figure_is_reproduced_by_its_script(tmp_path):
+    sys.path.insert(0, str(ROOT / "book"))
+    import step_size_figure
+
+    drawn = step_size_figure.main(tmp_path / "step_size.png")
+    assert drawn.read_bytes() == (ROOT / "book" / "images" / "step_size.png").read_bytes()
