@@ -5,7 +5,8 @@ ops) and returns ``(u, c)``: the directions and, per tensor, a factor ``c`` that
 step size of the update rule (Adam's first-moment correction 1/(1 - beta1^t), Adagrad's decay
 1/(1 + (t - 1) lr_decay), 1 otherwise). This follows the authors' released code, where those
 factors sit outside the tanh. The gradients ``g`` arrive with weight decay (L2) and ``maximize``
-already applied. Directions never modify ``g`` in place.
+already applied. Directions never modify ``g`` in place. ``steps`` is the step count t shared by
+all tensors (a number, or a 0-dim tensor in the fused path) or a list with one count per tensor.
 """
 import numbers
 
@@ -20,6 +21,10 @@ def check(group, name, low, high=None, *, open_high=False):
     if not ok:
         bound = "inf)" if high is None else f"{high}{')' if open_high else ']'}"
         raise ValueError(f"Invalid {name}: {value!r}; expected a number in [{low}, {bound}")
+
+
+def _each(steps, fn):
+    return [fn(t) for t in steps] if isinstance(steps, list) else fn(steps)
 
 
 class SGD:
@@ -71,7 +76,7 @@ class Adagrad:
         torch._foreach_addcmul_(sums, grads, grads, 1.0)
         std = torch._foreach_sqrt(sums)
         torch._foreach_add_(std, group["eps"])
-        return torch._foreach_div(grads, std), [1 / (1 + (t - 1) * group["lr_decay"]) for t in steps]
+        return torch._foreach_div(grads, std), _each(steps, lambda t: 1 / (1 + (t - 1) * group["lr_decay"]))
 
 
 class RMSprop:
@@ -148,9 +153,9 @@ class Adam:
             exp_avg_sqs = [s["max_exp_avg_sq"] for s in states]
             torch._foreach_maximum_(exp_avg_sqs, [s["exp_avg_sq"] for s in states])
         denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
+        torch._foreach_div_(denom, _each(steps, lambda t: (1 - beta2**t) ** 0.5))
         torch._foreach_add_(denom, group["eps"])
-        return torch._foreach_div(exp_avgs, denom), [1 / (1 - beta1**t) for t in steps]
+        return torch._foreach_div(exp_avgs, denom), _each(steps, lambda t: 1 / (1 - beta1**t))
 
 
 DIRECTIONS = {"sgd": SGD(), "adagrad": Adagrad(), "rmsprop": RMSprop(), "adam": Adam()}

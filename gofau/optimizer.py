@@ -22,6 +22,16 @@ def _update(group, params, grads, states, steps):
     RULES[group["rule"]](group, params, u, c)
 
 
+def _as_tensors(group, steps):
+    """The group and step counts with lr, lr_out and t as float64 0-dim tensors, so that
+    torch.compile neither specialises nor recompiles on values that change between steps."""
+    def scalar(x):
+        return torch.tensor(x, dtype=torch.float64)
+    hyper = {k: v for k, v in group.items() if k != "params"}
+    hyper.update({k: scalar(group[k]) for k in ("lr", "lr_out") if group[k] is not None})
+    return hyper, [scalar(t) for t in steps] if isinstance(steps, list) else scalar(steps)
+
+
 _compiled_update = None
 
 
@@ -132,18 +142,19 @@ class GOFAU(Optimizer):
                 if p.grad is not None:
                     buckets[p.device, p.dtype].append(p)
             for params in buckets.values():
-                states = [self._state(group, p) for p in params]
-                grads = [p.grad for p in params]
-                steps = [s["step"].item() for s in states]
-                if group["fused"]:  # step sizes and counts as 0-dim tensors: no recompiles as they change
-                    scalars = {k: torch.tensor(group[k], dtype=torch.float64) for k in ("lr", "lr_out")
-                               if group[k] is not None}
-                    hyper = {k: v for k, v in group.items() if k != "params"}
-                    steps = [s["step"].double() for s in states]
-                    _fused_update({**hyper, **scalars}, params, grads, states, steps)
-                elif group["foreach"] is False:
-                    for args in zip(params, grads, states, steps):
-                        _update(group, *([a] for a in args))
-                else:
-                    _update(group, params, grads, states, steps)
+                self._step_tensors(group, params)
         return loss
+
+    def _step_tensors(self, group, params):
+        states = [self._state(group, p) for p in params]
+        grads = [p.grad for p in params]
+        counts = [s["step"].item() for s in states]
+        steps = counts[0] if len(set(counts)) == 1 else counts  # one shared count: scalar step sizes
+        if group["fused"]:
+            hyper, steps = _as_tensors(group, steps)
+            _fused_update(hyper, params, grads, states, steps)
+        elif group["foreach"] is False:
+            for p, g, s, t in zip(params, grads, states, counts):
+                _update(group, [p], [g], [s], t)
+        else:
+            _update(group, params, grads, states, steps)

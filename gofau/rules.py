@@ -50,6 +50,8 @@ def _add_product(params, a, b, scale):
 
 
 def _tanh(u, lr_in):
+    if lr_in == 1:
+        return torch._foreach_tanh(u)
     t = torch._foreach_mul(u, lr_in)
     torch._foreach_tanh_(t)
     return t
