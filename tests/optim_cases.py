@@ -48,7 +48,7 @@ RULE_ARGS = {"additive": {}, "multiplicative": dict(lr_in=0.7), "power": dict(lr
 def preset_kwargs(name, **extra):
     """lr, the rule's own arguments and STATEFUL settings for the preset ``name``."""
     _, direction, rule = PRESETS[name]
-    return dict(lr=0.02, **RULE_ARGS[rule], **STATEFUL[direction], **extra)
+    return {"lr": 0.02, **RULE_ARGS[rule], **STATEFUL[direction], **extra}
 
 
 class Reference:
