@@ -25,20 +25,21 @@ def repo_root() -> Path:
 
 
 def data_dir(name: str | None = None) -> Path:
-    """The offline data folder, or the file ``name`` inside it.
+    """The offline data folder (:func:`gofau.data.default_data_dir`), or the file ``name`` in it.
 
-    The folder is ``$GOFAU_DATA`` if set, else ``<repo root>/../shared/data``.
     Raises FileNotFoundError saying where it looked and how to provide the data.
     """
-    env = os.environ.get("GOFAU_DATA")
-    folder = Path(env).expanduser() if env else repo_root().parent / "shared" / "data"
-    source = "GOFAU_DATA" if env else "the default <repo root>/../shared/data (GOFAU_DATA is unset)"
+    from gofau.data import default_data_dir
+
+    folder = default_data_dir()
+    source = "GOFAU_DATA" if "GOFAU_DATA" in os.environ else \
+        "the default <repo root>/../shared/data (GOFAU_DATA is unset)"
     target = folder / name if name else folder
     if not target.exists():
         raise FileNotFoundError(
             f"data not found: {target} (looked in {folder}, from {source}). "
             "Put the data set archives (e.g. cifar10-jpeg.tar.gz) in one folder and set "
-            "GOFAU_DATA=/path/to/that/folder; see README.md, section 'Data'."
+            "GOFAU_DATA=/path/to/that/folder; see README.md, section 'Image experiments'."
         )
     return target
 
