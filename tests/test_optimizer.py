@@ -235,15 +235,15 @@ def test_bad_value_in_a_group_dict_is_caught():
         gofau.MSGD([{"params": _p()}, {"params": _p(), "lr": -1.0}], lr=0.1)
 
 
-@pytest.mark.parametrize("make", [lambda: gofau.MSGD(_p(), lr_out=0.1), lambda: gofau.SGD(_p(), lr_in=2.0),
-                                  lambda: gofau.HAdam(_p(), momentum=0.9),
-                                  lambda: gofau.GOFAU(_p(), direction="sgd", betas=(0.9, 0.99))],
-                         ids=["MSGD-lr_out", "SGD-lr_in", "HAdam-momentum", "GOFAU-sgd-betas"])
-def test_unknown_keyword_is_a_type_error_naming_it(make):
-    with pytest.raises(TypeError) as info:
+@pytest.mark.parametrize("make,name", [(lambda: gofau.MSGD(_p(), lr_out=0.1), "lr_out"),
+                                       (lambda: gofau.SGD(_p(), lr_in=2.0), "lr_in"),
+                                       (lambda: gofau.HAdam(_p(), momentum=0.9), "momentum"),
+                                       (lambda: gofau.GOFAU(_p(), direction="sgd", betas=(0.9, 0.99)), "betas"),
+                                       (lambda: gofau.GOFAU(_p(), direction="adam", momentun=0.9), "momentun")],
+                         ids=["MSGD-lr_out", "SGD-lr_in", "HAdam-momentum", "GOFAU-sgd-betas", "GOFAU-typo"])
+def test_unknown_keyword_is_a_type_error_naming_it(make, name):
+    with pytest.raises(TypeError, match=rf"\b{name}\b"):
         make()
-    bad = {"MSGD": "lr_out", "SGD": "lr_in", "HAdam": "momentum", "GOFAU": "betas"}
-    assert any(word in str(info.value) for word in bad.values())
 
 
 @pytest.mark.parametrize("params", [5, None, torch.ones(2, requires_grad=True)], ids=["int", "None", "tensor"])
