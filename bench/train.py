@@ -1,0 +1,148 @@
+"""Throughput of the trainer's pieces on this device: images/s for training and evaluation of each
+architecture, and of the data pipeline (augmentation + normalisation; decoding and cache loading).
+
+    python bench/train.py                         # every architecture, CIFAR size, full width
+    python bench/train.py --archs resnet18 --batch-size 512 --steps 20 --compile   # on a GPU
+    python bench/train.py --decode                # also time a cold decode of the CIFAR-10 JPEG copy
+
+A training step is the trainer's: augment (crop + flip) -> normalise -> forward (bf16 autocast
+and channels_last on CUDA) -> cross-entropy -> backward -> GOFAU step (SGD momentum, hybrid rule).
+Inputs are random uint8 images already on the device. Each measurement runs ``--warmup`` untimed
+steps, then ``--steps`` timed ones. "CIFAR epoch" is 50,000 / (training images/s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gofau import data, models
+from gofau.train import TrainConfig, _autocast, _device_name, _prepare, build_optimizer, resolve_device
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, steps, warmup, device):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t) / steps
+
+
+def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compile_model):
+    torch.manual_seed(0)
+    model = models.build(arch, 10, width, image_size).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(TrainConfig(optimizer="sgd", rule="hybrid", lr=0.01, lr_out=0.1), model)
+    forward = torch.compile(model) if compile_model else model
+    x = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    mean, std = torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device)
+    gen = torch.Generator().manual_seed(0)
+
+    def train_step():
+        with _autocast(device):
+            out = forward(_prepare(data.augment(x, gen), mean, std, device))
+            loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def eval_step():
+        with torch.no_grad(), _autocast(device):
+            forward(_prepare(x, mean, std, device)).float()
+
+    model.train()
+    t_train = _timed(train_step, steps, warmup, device)
+    model.eval()
+    t_eval = _timed(eval_step, steps, warmup, device)
+    return dict(arch=arch, params_M=sum(p.numel() for p in model.parameters()) / 1e6,
+                train_img_s=batch_size / t_train, eval_img_s=batch_size / t_eval,
+                cifar_epoch_s=50_000 / (batch_size / t_train))
+
+
+def bench_pipeline(device, batch_size, steps):
+    """Augment + normalise a batch of 32x32 uint8 images on the device, images/s."""
+    x = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
+    mean, std = torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device)
+    gen = torch.Generator().manual_seed(0)
+    t = _timed(lambda: data.normalize(data.augment(x, gen), mean, std), steps, 2, device)
+    return batch_size / t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--archs", nargs="+", default=list(models.ARCHS), choices=models.ARCHS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 32 on CPU")
+    p.add_argument("--image-size", type=int, default=32, help="32 (CIFAR) or 64 (Tiny ImageNet)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 3 on CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 1 on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("--decode", action="store_true", help="time a cold decode of the CIFAR-10 JPEG copy")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bs = args.batch_size or (512 if cuda else 32)
+    steps = args.steps or (20 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
+    head = dict(device=_device_name(device), torch=torch.__version__, python=platform.python_version(),
+                threads=torch.get_num_threads() if not cuda else None, batch_size=bs, width=args.width,
+                image_size=args.image_size, steps=steps, compile=args.compile,
+                precision="bf16 autocast, channels_last" if cuda else "float32")
+    out = dict(header=head, pipeline={}, archs=[])
+    out["pipeline"]["augment_normalize_img_s"] = bench_pipeline(device, max(bs, 512), max(steps, 5))
+    t = time.perf_counter()
+    ds = data.load("cifar10-jpeg")
+    out["pipeline"]["cached_load_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ds.train_x.to(device), ds.test_x.to(device)
+    _sync(device)
+    out["pipeline"]["to_device_s"] = time.perf_counter() - t
+    if args.decode:
+        with tempfile.TemporaryDirectory() as cache:
+            t = time.perf_counter()
+            data.load("cifar10-jpeg", cache_dir=cache)
+            out["pipeline"]["cold_decode_60k_s"] = time.perf_counter() - t
+    if not args.json:
+        print(" | ".join(f"{k}: {v}" for k, v in head.items()))
+        for k, v in out["pipeline"].items():
+            print(f"{k}: {v:,.1f}" if v > 100 else f"{k}: {v:.2f}")
+        print(f"{'arch':<10} {'params(M)':>9} {'train img/s':>12} {'eval img/s':>11} {'CIFAR epoch (s)':>16}")
+    for arch in args.archs:
+        r = bench_arch(arch, device, args.width, bs, args.image_size, steps, warmup, args.compile)
+        out["archs"].append(r)
+        if not args.json:
+            print(f"{arch:<10} {r['params_M']:>9.2f} {r['train_img_s']:>12,.1f} {r['eval_img_s']:>11,.1f} "
+                  f"{r['cifar_epoch_s']:>16,.1f}", flush=True)
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.exit(main())
