@@ -281,6 +281,17 @@ def test_sparse_gradients_are_refused():
     assert torch.equal(emb.weight, before)
 
 
+@pytest.mark.xfail(strict=True, reason="_state() counts a step for the dense tensors of the bucket before the sparse "
+                                       "one is refused, so a refused step still advances their step counters")
+def test_refused_sparse_step_leaves_the_optimizer_untouched():
+    lin, emb = torch.nn.Linear(2, 2), torch.nn.Embedding(3, 2, sparse=True)
+    opt = gofau.MAdam(list(lin.parameters()) + list(emb.parameters()))
+    lin(emb(torch.tensor([0]))).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert all(s["step"].item() == 0 for s in opt.state.values())
+
+
 def test_complex_parameters_are_refused():
     p = torch.nn.Parameter(torch.ones(2, dtype=torch.complex64))
     opt = gofau.HSGD([p])
