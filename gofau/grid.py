@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gofau import results as gresults
+from gofau.data import ROOT
 from gofau.train import TrainConfig, identity, train, validate
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -99,10 +100,15 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
         raise
     except Exception as e:
         record = dict(id=run_id, status="failed", config=ident, seed=cfg.seed, epochs=[], started=started,
-                      error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
+                      error=_relative(f"{type(e).__name__}: {e}"), traceback=_relative(traceback.format_exc(limit=5)))
         gresults.save(record, out, force=True)
         print(f"run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return "failed", record
+
+
+def _relative(text: str) -> str:
+    """Machine paths in an error message, written relative to the repository root's parent."""
+    return text.replace(str(ROOT.parent) + "/", "../")
 
 
 def run_grid(path: str | Path, out: str | Path = "results", force: bool = False, overrides: dict | None = None,

@@ -73,3 +73,8 @@ def test_invalid_config_is_rejected_before_training(tmp_path):
     spec = dict(base=BASE, axes=dict(rule=["additive", "sideways"]))
     with pytest.raises(ValueError, match="rule must be one of"):
         grid.run_grid(write(tmp_path, spec), tmp_path / "out")
+
+
+def test_failure_text_has_no_machine_paths():
+    text = f"FileNotFoundError: {data.ROOT.parent}/shared/data/x.tar.gz missing"
+    assert grid._relative(text) == "FileNotFoundError: ../shared/data/x.tar.gz missing"
