@@ -84,8 +84,6 @@ def test_multiplicative_rule_on_a_zero_bias_warns_once():
     assert not net.fc1.bias.any()  # and indeed it never moved
 
 
-@pytest.mark.xfail(strict=True, reason="the warning's stacklevel points into torch/utils/_contextlib.py, "
-                                       "not at the caller of opt.step()")
 def test_zero_warning_points_at_the_callers_step():
     net = Net()
     opt = gofau.MAdam(net.parameters(), lr=0.01)
