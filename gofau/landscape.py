@@ -28,6 +28,7 @@ import torch
 
 from .functions import Function2D
 from .optimizer import GOFAU
+from .rules import RULES as ALL_RULES
 
 BASES = {
     "SGD": ("sgd", {}),
@@ -52,8 +53,8 @@ class Method:
     def __post_init__(self):
         if self.base not in BASES:
             raise ValueError(f"base must be one of {sorted(BASES)}, got {self.base!r}")
-        if self.rule not in ("additive", "multiplicative", "hybrid", "power"):
-            raise ValueError(f"rule must be additive, multiplicative, hybrid or power, got {self.rule!r}")
+        if self.rule not in ALL_RULES:
+            raise ValueError(f"rule must be one of {', '.join(ALL_RULES)}, got {self.rule!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
 
@@ -183,18 +184,18 @@ def compare(
             key = {"function": f.name, "base": m.base, "rule": m.rule, "gamma": m.gamma}
             r = run(f, m, lrs, starts, steps, lr_in)
             gap = gaps(f, r.losses)
-            tune_final = gap[-1, :, :n_tune].median(dim=1).values  # per lr
+            tune_final = gap[-1, :, :n_tune].median(dim=1).values  # per lr (the lower middle value if n_tune is even)
             best = int(torch.argmin(tune_final))  # ties go to the smaller lr
             scan += [{**key, "lr": lr, "tune_gap": g} for lr, g in zip(lrs, tune_final.tolist())]
             ev = gap[:, best, n_tune:]  # (steps + 1, n_eval)
             summary.append({**key, "lr": lrs[best], **score(ev, tol)})
-            q = torch.quantile(ev.clamp(max=torch.finfo(ev.dtype).max), torch.tensor([0.25, 0.5, 0.75], dtype=ev.dtype), dim=1)
+            quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=ev.dtype)
+            q = torch.quantile(ev.clamp(max=torch.finfo(ev.dtype).max), quartiles, dim=1)  # inf - inf would be nan
             curves.append(pd.DataFrame({**key, "step": np.arange(steps + 1), "q25": q[0], "median": q[1], "q75": q[2]}))
             paths += _paths(key, r.positions[:, best, n_tune:n_tune + n_paths])
     settings = dict(lrs=lrs, steps=steps, n_tune=n_tune, n_eval=n_eval, tol=tol, lr_in=lr_in, seed=seed)
     return Comparison(pd.DataFrame(summary), pd.DataFrame(scan), pd.concat(curves, ignore_index=True),
                       pd.concat(paths, ignore_index=True), settings)
-
 
 
 def from_starts(function: Function2D, picks, starts: torch.Tensor, steps: int, tol: float = 1e-3,
@@ -280,7 +281,7 @@ def describe(summary: pd.DataFrame, reference: str = "additive") -> list[str]:
         for word in ("better", "worse", "tie"):
             bases = [b for (_, b, _), w in group.items() if w == word]
             if bases:
-                what = ", ".join(f"{b} ({_short(s.loc[(f, b, rule)])} vs {_short(s.loc[(f, b, reference)])})" for b in bases)
+                what = ", ".join(f"{b} ({_short(s.loc[f, b, rule])} vs {_short(s.loc[f, b, reference])})" for b in bases)
                 parts.append(f"{'ties' if word == 'tie' else word} with {what}")
         lines.append(f"- **{f}**, {rule}: " + "; ".join(parts) + ".")
     return lines

@@ -30,7 +30,7 @@ def test_methods_cover_every_base_and_rule_and_bad_ones_are_rejected():
     assert len(ms) == len(L.BASES) * 3 and {m.rule for m in ms} == set(L.RULES)
     with pytest.raises(ValueError, match="base must be one of"):
         L.Method("Lion", "additive")
-    with pytest.raises(ValueError, match="rule must be"):
+    with pytest.raises(ValueError, match="rule must be one of additive, multiplicative, hybrid, power"):
         L.Method("Adam", "exponential")
     with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
         L.Method("Adam", "hybrid", gamma=1.5)
@@ -61,7 +61,8 @@ def test_batched_starts_and_lrs_follow_their_solo_trajectories(base, rule):
     for k, lr in enumerate(lrs):
         for i in range(3):
             solo = L.run(f, m, [lr], starts[i:i + 1], 15)
-            assert torch.allclose(batch.positions[:, k, i], solo.positions[:, 0, 0], rtol=1e-13, atol=1e-15, equal_nan=True)
+            assert torch.allclose(batch.positions[:, k, i], solo.positions[:, 0, 0],
+                                  rtol=1e-13, atol=1e-15, equal_nan=True)
 
 
 def test_steps_to_tolerance_and_score_by_hand():
