@@ -1,4 +1,6 @@
 """GOFAU: one torch.optim.Optimizer for any direction (phi x psi) and update rule (xi)."""
+import os
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -9,6 +11,7 @@ from torch.optim import Optimizer
 from .directions import DIRECTIONS, check
 from .rules import RULES, fixes_zeros
 
+_INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
 COMMON = ("lr", "lr_in", "lr_out", "gamma", "weight_decay", "maximize", "foreach", "fused")
 
 
@@ -20,6 +23,14 @@ def _update(group, params, grads, states, steps):
         grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
     u, c = DIRECTIONS[group["direction"]](group, grads, states, steps)
     RULES[group["rule"]](group, params, u, c)
+
+
+def _caller_stacklevel():
+    """The warnings stacklevel of the first frame outside gofau and torch: the caller of step()."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _as_tensors(group, steps):
@@ -93,6 +104,9 @@ class GOFAU(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
+            if group["direction"] != self.defaults["direction"]:
+                raise ValueError(f"Invalid direction: {group['direction']!r} in a param group; every group uses the "
+                                 f"optimizer's direction {self.defaults['direction']!r} (use another optimizer)")
             self._check(group)
         except (TypeError, ValueError):
             self.param_groups.pop()
@@ -101,8 +115,6 @@ class GOFAU(Optimizer):
 
     @staticmethod
     def _check(group):
-        if group["direction"] not in DIRECTIONS:
-            raise ValueError(f"Invalid direction: {group['direction']!r}; expected one of {', '.join(DIRECTIONS)}")
         if group["rule"] not in RULES:
             raise ValueError(f"Invalid rule: {group['rule']!r}; expected one of {', '.join(RULES)}")
         for name in ("lr", "lr_in", "weight_decay") + (() if group["lr_out"] is None else ("lr_out",)):
@@ -110,14 +122,16 @@ class GOFAU(Optimizer):
         check(group, "gamma", 0.0, 1.0)
         DIRECTIONS[group["direction"]].validate(group)
 
-    def _state(self, group, p):
+    def _refuse(self, p):
         if p.grad.is_sparse:
             raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        if torch.is_complex(p):
+            raise TypeError(f"{type(self).__name__} does not support complex parameters; "
+                            "optimize torch.view_as_real(p) instead")
+
+    def _state(self, group, p):
         state = self.state[p]
         if not state:
-            if torch.is_complex(p):
-                raise TypeError(f"{type(self).__name__} does not support complex parameters; "
-                                "optimize torch.view_as_real(p) instead")
             state["step"] = torch.tensor(0.0)
             state.update(DIRECTIONS[group["direction"]].init(p, group))
             if fixes_zeros(group) and not getattr(self, "_warned_zero", False) and not p.any():
@@ -125,7 +139,7 @@ class GOFAU(Optimizer):
                 warnings.warn(f"A parameter of shape {tuple(p.shape)} is exactly zero under the {group['rule']} rule: "
                               "its steps are proportional to |theta|, so it will never move. Put such tensors "
                               "under another rule with gofau.param_groups(model, select='zeros', rule='additive').",
-                              stacklevel=4)
+                              stacklevel=_caller_stacklevel())
         state["step"] += 1
         return state
 
@@ -136,13 +150,16 @@ class GOFAU(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        todo = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
+        for _, params in todo:  # refuse bad input before any state changes
+            for p in params:
+                self._refuse(p)
+        for group, params in todo:
             buckets = defaultdict(list)
-            for p in group["params"]:
-                if p.grad is not None:
-                    buckets[p.device, p.dtype].append(p)
-            for params in buckets.values():
-                self._step_tensors(group, params)
+            for p in params:
+                buckets[p.device, p.dtype].append(p)
+            for bucket in buckets.values():
+                self._step_tensors(group, bucket)
         return loss
 
     def _step_tensors(self, group, params):
