@@ -281,7 +281,8 @@ def describe(summary: pd.DataFrame, reference: str = "additive") -> list[str]:
         for word in ("better", "worse", "tie"):
             bases = [b for (_, b, _), w in group.items() if w == word]
             if bases:
-                what = ", ".join(f"{b} ({_short(s.loc[f, b, rule])} vs {_short(s.loc[f, b, reference])})" for b in bases)
+                pairs = ((b, _short(s.loc[f, b, rule]), _short(s.loc[f, b, reference])) for b in bases)
+                what = ", ".join(f"{b} ({mine} vs {ref})" for b, mine, ref in pairs)
                 parts.append(f"{'ties' if word == 'tie' else word} with {what}")
         lines.append(f"- **{f}**, {rule}: " + "; ".join(parts) + ".")
     return lines
