@@ -33,11 +33,11 @@ def _caller_stacklevel():
     return level
 
 
-def _as_tensors(group, steps):
-    """The group and step counts with lr, lr_out and t as float64 0-dim tensors, so that
-    torch.compile neither specialises nor recompiles on values that change between steps."""
+def _as_tensors(group, steps, device):
+    """The group and step counts with lr, lr_out and t as float64 0-dim tensors on the parameters'
+    device, so that torch.compile neither specialises nor recompiles on values that change."""
     def scalar(x):
-        return torch.tensor(x, dtype=torch.float64)
+        return torch.tensor(x, dtype=torch.float64, device=device)
     hyper = {k: v for k, v in group.items() if k != "params"}
     hyper.update({k: scalar(group[k]) for k in ("lr", "lr_out") if group[k] is not None})
     return hyper, [scalar(t) for t in steps] if isinstance(steps, list) else scalar(steps)
@@ -168,7 +168,7 @@ class GOFAU(Optimizer):
         counts = [s["step"].item() for s in states]
         steps = counts[0] if len(set(counts)) == 1 else counts  # one shared count: scalar step sizes
         if group["fused"]:
-            hyper, steps = _as_tensors(group, steps)
+            hyper, steps = _as_tensors(group, steps, params[0].device)
             _fused_update(hyper, params, grads, states, steps)
         elif group["foreach"] is False:
             for p, g, s, t in zip(params, grads, states, counts):
