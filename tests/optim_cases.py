@@ -150,10 +150,12 @@ def batches(n, seed=1, dtype=torch.float64):
             for _ in range(n)]
 
 
-def train(model, opt, data, skip_every=3):
-    """One step per batch; every ``skip_every``-th step leaves ``model.sometimes`` without a gradient."""
+def train(model, opt, data, skip_every=3, start=0):
+    """One step per batch; every ``skip_every``-th step leaves ``model.sometimes`` without a gradient.
+
+    ``start`` is the index of the first batch, so that training in pieces skips the same steps."""
     losses = []
-    for i, (x, y) in enumerate(data):
+    for i, (x, y) in enumerate(data, start):
         opt.zero_grad()
         loss = (model(x, use_sometimes=(i % skip_every != 1)) - y).pow(2).mean()
         loss.backward()

@@ -50,7 +50,7 @@ def test_state_dict_round_trip_resumes_bit_identically(name):
     train(model, opt, data[:4])
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    later = train(model, opt, data[4:])
+    later = train(model, opt, data[4:], start=4)
 
     buffer.seek(0)
     checkpoint = torch.load(buffer)
@@ -58,7 +58,7 @@ def test_state_dict_round_trip_resumes_bit_identically(name):
     resumed.load_state_dict(checkpoint["model"])
     opt2 = cls(resumed.parameters(), lr=0.5)  # the checkpoint brings back the hyperparameters too
     opt2.load_state_dict(checkpoint["opt"])
-    assert train(resumed, opt2, data[4:]) == later
+    assert train(resumed, opt2, data[4:], start=4) == later
     for p, q in zip(model.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
 
@@ -73,17 +73,17 @@ def test_checkpoint_mid_schedule_resumes_bit_identically(name):
         opt = cls(model.parameters(), **preset_kwargs(name, lr=lr))
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
 
-    def train_scheduled(model, opt, sched, part):
-        for xy in part:
-            train(model, opt, [xy])
+    def train_scheduled(model, opt, sched, part, start):
+        for i, xy in enumerate(part, start):
+            train(model, opt, [xy], start=i)
             sched.step()
 
     model = make_model()
     opt, sched = build(model, 0.02)
-    train_scheduled(model, opt, sched, data[:4])
+    train_scheduled(model, opt, sched, data[:4], 0)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, buffer)
-    train_scheduled(model, opt, sched, data[4:])
+    train_scheduled(model, opt, sched, data[4:], 4)
 
     buffer.seek(0)
     checkpoint = torch.load(buffer)
@@ -92,7 +92,7 @@ def test_checkpoint_mid_schedule_resumes_bit_identically(name):
     opt2, sched2 = build(resumed, 0.3)
     opt2.load_state_dict(checkpoint["opt"])
     sched2.load_state_dict(checkpoint["sched"])
-    train_scheduled(resumed, opt2, sched2, data[4:])
+    train_scheduled(resumed, opt2, sched2, data[4:], 4)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), resumed.parameters()))
 
 
