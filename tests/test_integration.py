@@ -1,5 +1,6 @@
 """gofau with the rest of PyTorch: GradScaler skips inf steps, torch.compile'd models, DDP on gloo (CPU)."""
 import copy
+import datetime
 import os
 import socket
 
@@ -84,7 +85,7 @@ STEPS = 4
 def _ddp_worker(rank, world_size, port, out_dir):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
     try:
         model = torch.nn.parallel.DistributedDataParallel(tiny(seed=rank))  # rank 0's weights are broadcast
         opt = gofau.HAdam(model.parameters(), lr=0.02, lr_out=0.05, weight_decay=0.01)
