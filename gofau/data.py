@@ -17,7 +17,8 @@ dtype uint8, and int64 labels. Supported names:
   validation set is restricted to them.
 
 Decoded tensors are cached as ``<cache_dir>/<name>-<key>.pt``; the key hashes the source files'
-paths, sizes and modification times, so a changed source is decoded again.
+paths, sizes and modification times (every image file of a folder tree), so a changed source is
+decoded again.
 Augmentation (:func:`augment`) and normalisation (:func:`normalize`) work on whole batches on
 the training device, as in airbench: no DataLoader.
 """
@@ -101,7 +102,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
     """Load data set ``name`` (one of :data:`NAMES`), decoding it on the first call only."""
     if name not in NAMES:
         raise ValueError(f"name must be one of {NAMES}, got {name!r}")
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).resolve()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if name in ("cifar10", "cifar100"):
         sources, reader = _cifar_pickle(name, data_dir, download)
@@ -111,9 +112,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
         sources, reader = _imagefolder_dir(data_dir), lambda: _read_imagefolder(data_dir, "imagefolder", str(data_dir))
     else:
         sources, reader = _tinyimagenet(data_dir)
-    key = hashlib.sha256(json.dumps(
-        [_CACHE_VERSION, name, [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]]
-    ).encode()).hexdigest()[:16]
+    stats = [(str(p), st.st_size, st.st_mtime_ns) for p in sources for st in [p.stat()]]
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, name, stats]).encode()).hexdigest()[:16]
     path = cache_dir / f"{name}-{key}.pt"
     if path.exists():
         d = torch.load(path, weights_only=True)
@@ -224,7 +224,12 @@ def _imagefolder_dir(root: Path) -> list[Path]:
         raise FileNotFoundError(
             f"image folder {root} not found or malformed: expected {root}/train/<class>/<image> and "
             f"{root}/test/<class>/<image> (or val/ for test/). Put the images there, one folder per class.")
-    return [root / "train", root / test]
+    return _image_files(root, ["train/*/*", f"{test}/*/*"])
+
+
+def _image_files(root: Path, patterns: list[str]) -> list[Path]:
+    """Every image file under ``root`` matching the glob patterns, sorted (the cache key covers them all)."""
+    return sorted(p for pat in patterns for p in root.glob(pat) if p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
 def _read_imagefolder(root: Path, title: str, source: str) -> dict:
@@ -302,7 +307,8 @@ def _tinyimagenet(data_dir: Path):
             yield "tiny-imagenet-200/val/val_annotations.txt", ann.read_bytes()
             for p in sorted(folder.glob("train/*/images/*")) + sorted(folder.glob("val/images/*")):
                 yield str(p.relative_to(folder.parent)), p.read_bytes()
-        return [folder / "train", ann], lambda: _read_tiny(files(), str(folder), folder.name)
+        sources = [ann] + _image_files(folder, ["train/*/images/*", "val/images/*"])
+        return sources, lambda: _read_tiny(files(), str(folder), folder.name)
     if val_archive.is_file() and shards:
         def files():
             for a in [val_archive] + shards:
