@@ -1,5 +1,4 @@
 """The public presets: additive ones equal torch.optim, checkpoints resume bit-identically, hybrids converge."""
-import copy
 import inspect
 import io
 
@@ -7,7 +6,7 @@ import pytest
 import torch
 
 import gofau
-from optim_cases import PRESETS, batches, clone_params, make_model, preset_kwargs, train
+from optim_cases import PRESETS, batches, make_model, preset_kwargs, train
 
 TORCH_CASES = [
     ("SGD", dict(lr=0.1)),
