@@ -1,0 +1,320 @@
+"""Summaries of recorded training runs for the results chapters (image classification, robustness,
+initialisation, depth, gamma, gradient flow).
+
+Runs are selected by the grid file that produced them (:func:`grid_runs`: the configuration hashes
+of its product stage and of its tune stage), so a chapter shows exactly one grid's records. Over
+seeds, curves are summarised by the median and a band between two quantiles (:func:`curve_bands`;
+with three seeds the honest band is the full range, quantiles 0 and 1). Time to target
+(:func:`time_to_target`) is the first epoch whose metric reaches the target and the training seconds
+summed up to it; a run that never reaches it counts as ``inf`` ("never"), as in AlgoPerf.
+:func:`compare` runs Welch's t-test or the exact two-sided Mann-Whitney U test; with n_a and n_b
+runs the latter can never give p below 2 / C(n_a + n_b, n_a) (:func:`min_mannwhitney_p`: 0.1 for 3
+against 3 seeds).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gofau import results as gresults
+
+DEPTH = {"resnet9": 9, "vgg16": 16, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+TESTS = ("welch", "mannwhitney")
+
+
+def _by(by) -> list[str]:
+    if isinstance(by, str):
+        return [by]
+    if not isinstance(by, (list, tuple)) or not all(isinstance(b, str) for b in by):
+        raise TypeError(f"by must be a column name or a list of column names, got {by!r}")
+    return list(by)
+
+
+def _need(df: pd.DataFrame, columns, arg: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{arg} lacks column(s) {missing}; it has {sorted(map(str, df.columns))}")
+
+
+# ---------------------------------------------------------------- which runs
+
+def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, str]:
+    """Run id -> stage ("grid" or "tune") of every configuration of ``grid_file``; the tune stage's
+    runs are those its picks imply given the finished records in ``out`` (none before the picks)."""
+    from gofau.grid import expand, read_grid, tuned
+    from gofau.train import TrainConfig, identity
+
+    spec = read_grid(grid_file)
+    configs = expand(spec)
+    ids = {gresults.config_hash(identity(TrainConfig(**c))): "grid" for c in configs}
+    for c in tuned(spec, configs, out):
+        ids.setdefault(gresults.config_hash(identity(TrainConfig(**c))), "tune")
+    return ids
+
+
+def grid_runs(grid_file: str | Path, out: str | Path = "results") -> pd.DataFrame:
+    """The rows of :func:`gofau.results.load` (one per run) that belong to ``grid_file``, with
+    ``stage`` ("grid"/"tune") and ``selected``: True for tune-stage runs and for the product-stage run
+    whose learning rate the tune stage picked (together, the picked lr on every seed). Without a tune
+    stage every run is selected. Empty (no columns) when ``out`` holds none of them."""
+    from gofau.grid import read_grid
+
+    ids = grid_ids(grid_file, out)
+    df = gresults.load(out) if Path(out).exists() else pd.DataFrame()
+    if df.empty:
+        return pd.DataFrame()
+    df = df[df["id"].isin(ids)].copy()
+    if df.empty:
+        return pd.DataFrame()
+    df["stage"] = df["id"].map(ids)
+    if not read_grid(grid_file).get("tune"):
+        df["selected"] = True
+    else:
+        rest = [c for c in _config_columns(df) if c != "seed"]
+        key = df[rest].map(repr).agg("|".join, axis=1)
+        df["selected"] = key.isin(set(key[df["stage"] == "tune"]))
+    return df.reset_index(drop=True)
+
+
+def _config_columns(df: pd.DataFrame) -> list[str]:
+    from gofau.train import TrainConfig, identity
+    return [c for c in identity(TrainConfig()) if c in df.columns]
+
+
+def pick_scale(grids: dict[str, str | Path], out: str | Path = "results", scale: str = "auto") -> str | None:
+    """The scale to show: ``scale`` itself if it is a key of ``grids``; for "auto", the first key
+    (in the order given, largest scale first) whose grid has a finished record in ``out``, else None."""
+    if scale != "auto":
+        if scale not in grids:
+            raise ValueError(f"scale must be 'auto' or one of {list(grids)}, got {scale!r}")
+        return scale
+    for name, path in grids.items():
+        df = grid_runs(path, out)
+        if not df.empty and (df["status"] == "finished").any():
+            return name
+    return None
+
+
+def record_fields(out: str | Path, ids, fields=("n_params", "device_name", "threads", "torch_version", "started",
+                                                 "finished", "git_commit")) -> pd.DataFrame:
+    """One row per record of ``ids`` in ``out`` with its top-level ``fields`` and the data set's
+    ``dataset``, ``n_train`` and ``n_test`` (what :func:`gofau.results.load` leaves out)."""
+    ids = set(ids)
+    rows = []
+    for r in gresults.records(out) if Path(out).exists() else []:
+        if r["id"] in ids:
+            ds = r.get("dataset") or {}
+            rows.append({"id": r["id"], **{f: r.get(f) for f in fields}, "dataset": ds.get("name"),
+                         "n_train": ds.get("n_train"), "n_test": ds.get("n_test")})
+    return pd.DataFrame(rows, columns=["id", *fields, "dataset", "n_train", "n_test"])
+
+
+def provenance(out: str | Path, ids) -> str:
+    """One sentence saying what the records ``ids`` are: how many, which networks at which width,
+    data set and subset sizes, epochs, device and threads, torch, and the UTC dates they finished."""
+    ids = list(ids)
+    info = record_fields(out, ids)
+    runs = gresults.load(out)
+    runs = runs[runs["id"].isin(ids)]
+    if info.empty:
+        return "no records"
+
+    def values(col, fmt=str, frame=info):
+        vals = sorted({v for v in frame[col] if v is not None and not (isinstance(v, float) and math.isnan(v))},
+                      key=str)
+        return ", ".join(fmt(v) for v in vals) or "unknown"
+
+    nets = ", ".join(f"{a} (width {w:g})" for a, w in sorted(set(zip(runs["arch"], runs["width"]))))
+    when = sorted(d for d in info["finished"].dropna())
+    dates = "unknown dates"
+    if when:
+        first, last = (datetime.fromisoformat(d).strftime("%Y-%m-%d %H:%M") for d in (when[0], when[-1]))
+        dates = f"finished {first} to {last} UTC" if first != last else f"finished {first} UTC"
+    threads = values("threads", lambda t: f"{int(t)} thread{'s' if int(t) != 1 else ''}")
+    return (f"{len(info)} run{'s' if len(info) != 1 else ''}: {nets}; {values('n_train', lambda n: f'{int(n):,}')} "
+            f"training / {values('n_test', lambda n: f'{int(n):,}')} test images of {values('dataset')}; "
+            f"{values('epochs', str, runs)} epoch(s); {values('device_name')} ({threads}); "
+            f"torch {values('torch_version')}; {dates}")
+
+
+# ---------------------------------------------------------------- curves and tables
+
+def curve_bands(epochs: pd.DataFrame, by, metric: str = "test_acc", band=(0.25, 0.75)) -> pd.DataFrame:
+    """Per group of ``by`` and epoch: ``n`` runs, ``median``, and ``lo``/``hi`` = the ``band``
+    quantiles (linear interpolation) of ``metric`` over the runs (seeds)."""
+    by = _by(by)
+    _need(epochs, [*by, "epoch", metric], "epochs")
+    lo, hi = band
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"band must be two quantiles 0 <= lo <= hi <= 1, got {band!r}")
+    g = epochs.groupby([*by, "epoch"])[metric]
+    out = pd.DataFrame({"n": g.size(), "median": g.median(), "lo": g.quantile(lo), "hi": g.quantile(hi)})
+    return out.reset_index()
+
+
+def at_epochs(epochs: pd.DataFrame, by, at=(1, 3, 5, 10), metric: str = "test_acc") -> pd.DataFrame:
+    """Median over runs of ``metric`` at each epoch of ``at`` that some run reached ("epoch k"
+    columns), and at each run's last epoch ("final"); ``n`` is the number of runs per group."""
+    by = _by(by)
+    _need(epochs, [*by, "id", "epoch", metric], "epochs")
+    grouped = epochs.groupby(by)
+    table = pd.DataFrame({"n": grouped["id"].nunique()})
+    for k in at:
+        sel = epochs[epochs["epoch"] == k]
+        if len(sel):
+            table[f"epoch {k}"] = sel.groupby(by)[metric].median()
+    last = epochs.loc[epochs.groupby("id")["epoch"].idxmax()]
+    table["final"] = last.groupby(by)[metric].median()
+    return table
+
+
+def time_to_target(epochs: pd.DataFrame, target: float, metric: str = "test_acc",
+                   seconds: str = "train_time_s") -> pd.DataFrame:
+    """Per run (``id``): the first ``epoch`` with ``metric`` >= ``target`` and the ``seconds`` column
+    summed over epochs up to and including it (training time; evaluation excluded by default);
+    both ``inf`` when the run never reaches the target."""
+    _need(epochs, ["id", "epoch", metric, seconds], "epochs")
+    if not isinstance(target, (int, float)) or isinstance(target, bool) or not math.isfinite(target):
+        raise ValueError(f"target must be a finite number, got {target!r}")
+    rows = []
+    for rid, run in epochs.sort_values("epoch").groupby("id", sort=True):
+        hit = run[run[metric] >= target]
+        if len(hit):
+            e = int(hit["epoch"].iloc[0])
+            rows.append((rid, e, float(run.loc[run["epoch"] <= e, seconds].sum())))
+        else:
+            rows.append((rid, math.inf, math.inf))
+    return pd.DataFrame(rows, columns=["id", "epochs", "seconds"])
+
+
+def summarise_time_to_target(ttt: pd.DataFrame, runs: pd.DataFrame, by) -> pd.DataFrame:
+    """Per group: ``reached`` ("k/n" runs that hit the target) and the median ``epochs`` and
+    ``seconds`` over all its runs, misses counted as inf (so a median is inf when half or more miss)."""
+    by = _by(by)
+    _need(runs, ["id", *by], "runs")
+    df = ttt.merge(runs[["id", *by]], on="id")
+    g = df.groupby(by)
+    return pd.DataFrame({
+        "reached": g["epochs"].apply(lambda s: f"{int(np.isfinite(s).sum())}/{len(s)}"),
+        "epochs": g["epochs"].apply(lambda s: float(np.median(s))),
+        "seconds": g["seconds"].apply(lambda s: float(np.median(s))),
+    })
+
+
+def never(x: float, fmt: str = "{:.0f}") -> str:
+    """``fmt`` of a finite number, "never" for inf (a missed target)."""
+    return fmt.format(x) if math.isfinite(x) else "never"
+
+
+# ---------------------------------------------------------------- spread and tests
+
+def spread(runs: pd.DataFrame, by, metric: str = "final_test_acc") -> pd.DataFrame:
+    """Per group: ``n``, ``mean``, sample ``std`` (ddof 1; NaN for one run), ``min``, ``max``, ``range``."""
+    by = _by(by)
+    _need(runs, [*by, metric], "runs")
+    g = runs.groupby(by)[metric]
+    out = pd.DataFrame({"n": g.size(), "mean": g.mean(), "std": g.std(ddof=1), "min": g.min(), "max": g.max()})
+    out["range"] = out["max"] - out["min"]
+    return out
+
+
+def curve_spread(epochs: pd.DataFrame, by, metric: str = "train_loss") -> pd.DataFrame:
+    """Spread over seeds of a whole curve, per group: at each epoch the across-run std (ddof 1) and
+    range of ``metric``; reported as their mean over epochs (``mean_std``, ``mean_range``) and the
+    largest range (``max_range``)."""
+    by = _by(by)
+    _need(epochs, [*by, "epoch", metric], "epochs")
+    g = epochs.groupby([*by, "epoch"])[metric]
+    per = pd.DataFrame({"std": g.std(ddof=1), "range": g.max() - g.min(), "n": g.size()}).reset_index()
+    h = per.groupby(by)
+    return pd.DataFrame({"n": h["n"].max(), "mean_std": h["std"].mean(), "mean_range": h["range"].mean(),
+                         "max_range": h["range"].max()})
+
+
+def min_mannwhitney_p(n_a: int, n_b: int) -> float:
+    """The smallest two-sided p-value the exact Mann-Whitney U test can return: 2 / C(n_a + n_b, n_a)."""
+    for name, n in (("n_a", n_a), ("n_b", n_b)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    return min(1.0, 2 / math.comb(n_a + n_b, n_a))
+
+
+def compare(a, b, test: str = "welch") -> dict:
+    """Two-sided test of a difference between samples ``a`` and ``b`` (e.g. final accuracies over
+    seeds): ``welch`` (scipy.stats.ttest_ind, unequal variances) or ``mannwhitney`` (exact U test).
+    Returns n_a, n_b, mean_a, mean_b, diff (mean_a - mean_b), statistic, p_value, test, and
+    min_p (the smallest p the test could give at these sizes: 0 for Welch)."""
+    from scipy import stats
+
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.ndim != 1 or b.ndim != 1 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must be one-dimensional samples of finite numbers")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a and b need at least 2 values each for a test, got {len(a)} and {len(b)}")
+    if test == "welch":
+        res = stats.ttest_ind(a, b, equal_var=False)
+        min_p = 0.0
+    else:
+        res = stats.mannwhitneyu(a, b, alternative="two-sided", method="exact")
+        min_p = min_mannwhitney_p(len(a), len(b))
+    return dict(test=test, n_a=len(a), n_b=len(b), mean_a=float(a.mean()), mean_b=float(b.mean()),
+                diff=float(a.mean() - b.mean()), statistic=float(res.statistic), p_value=float(res.pvalue),
+                min_p=min_p)
+
+
+def lr_sensitivity(runs: pd.DataFrame, by, lr: str = "lr", metric: str = "final_test_acc") -> pd.DataFrame:
+    """Per group over its learning-rate grid: ``n_lr`` values tried, ``best_lr`` and ``best``
+    (highest ``metric``), ``worst``, ``drop`` = best - worst, and ``within_1pt``: how many lrs reach
+    within 0.01 of the best. Runs with a non-finite metric (diverged) count as 0."""
+    by = _by(by)
+    _need(runs, [*by, lr, metric], "runs")
+    df = runs.assign(_m=runs[metric].where(np.isfinite(runs[metric].astype(float)), 0.0))
+    rows = {}
+    for key, g in df.groupby(by):
+        per_lr = g.groupby(lr)["_m"].median()
+        best = per_lr.max()
+        rows[key] = dict(n_lr=len(per_lr), best_lr=per_lr.idxmax(), best=best, worst=per_lr.min(),
+                         drop=best - per_lr.min(), within_1pt=int((per_lr >= best - 0.01).sum()))
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=by) if len(by) > 1 else pd.Index(
+        [k[0] if isinstance(k, tuple) else k for k in out.index], name=by[0])
+    return out
+
+
+# ---------------------------------------------------------------- gradient flow
+
+def grad_flow_steps(grad: pd.DataFrame, by) -> pd.DataFrame:
+    """Per group and recorded step, over all parameter tensors: global ``grad_norm``, ``update_norm``
+    and ``param_norm`` (square root of the sum of the tensors' squared norms), ``rel_update`` =
+    update_norm / param_norm, ``saturated`` (the numel-weighted fraction of entries with a saturated
+    tanh), and ``frozen``: the fraction of entries in tensors that did not move at that step."""
+    by = _by(by)
+    _need(grad, [*by, "step", "numel", "grad_norm", "update_norm", "param_norm", "saturated"], "grad")
+    g = grad.assign(_g2=grad["grad_norm"] ** 2, _u2=grad["update_norm"] ** 2, _p2=grad["param_norm"] ** 2,
+                    _sat=grad["saturated"].fillna(0) * grad["numel"],
+                    _frozen=(grad["update_norm"] == 0) * grad["numel"]).groupby([*by, "step"])
+    out = pd.DataFrame({"grad_norm": np.sqrt(g["_g2"].sum()), "update_norm": np.sqrt(g["_u2"].sum()),
+                        "param_norm": np.sqrt(g["_p2"].sum()), "saturated": g["_sat"].sum() / g["numel"].sum(),
+                        "frozen": g["_frozen"].sum() / g["numel"].sum()})
+    out["rel_update"] = out["update_norm"] / out["param_norm"]
+    return out.reset_index()
+
+
+def grad_flow_layers(grad: pd.DataFrame, by) -> pd.DataFrame:
+    """Per group and parameter tensor (in model order, ``layer`` = its index): medians over the
+    recorded steps of grad_norm, update_norm, param_norm, rel_update and saturated."""
+    by = _by(by)
+    _need(grad, [*by, "param", "step", "grad_norm", "update_norm", "param_norm", "rel_update", "saturated"], "grad")
+    first = grad[grad["step"] == grad["step"].min()]
+    order = {p: i for i, p in enumerate(dict.fromkeys(first["param"]))}
+    cols = ["grad_norm", "update_norm", "param_norm", "rel_update", "saturated"]
+    out = grad.groupby([*by, "param"])[cols].median().reset_index()
+    out["layer"] = out["param"].map(order)
+    return out.sort_values([*by, "layer"]).reset_index(drop=True)

@@ -1,0 +1,212 @@
+"""gofau.analysis: each summary against hand arithmetic, the grid selection against records written
+for a small grid file, and the error messages."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from gofau import analysis as A
+from gofau import results as gresults
+from gofau.train import TrainConfig, identity
+
+
+def epochs_frame():
+    """Two rules, three seeds each, three epochs; accuracy = base + 0.1 * epoch + seed offset."""
+    rows = []
+    for rule, base in (("additive", 0.3), ("hybrid", 0.4)):
+        for seed, off in ((0, 0.0), (1, 0.02), (2, 0.07)):
+            for epoch in (1, 2, 3):
+                rows.append(dict(id=f"{rule}{seed}", rule=rule, seed=seed, epoch=epoch,
+                                 test_acc=base + 0.1 * epoch + off, train_loss=2.0 - 0.5 * epoch + off,
+                                 train_time_s=10.0 + seed))
+    return pd.DataFrame(rows)
+
+
+def test_curve_bands_median_and_quantiles():
+    df = A.curve_bands(epochs_frame(), "rule", band=(0.0, 1.0))
+    row = df[(df.rule == "hybrid") & (df.epoch == 2)].iloc[0]
+    assert row.n == 3
+    assert row["median"] == pytest.approx(0.62)
+    assert (row.lo, row.hi) == pytest.approx((0.6, 0.67))
+    iqr = A.curve_bands(epochs_frame(), "rule").query("rule == 'additive' and epoch == 1").iloc[0]
+    # quantiles of {0.4, 0.42, 0.47} by linear interpolation: 0.25 -> 0.41, 0.75 -> 0.445
+    assert (iqr.lo, iqr.hi) == pytest.approx((0.41, 0.445))
+
+
+def test_curve_bands_refuses_bad_band_and_missing_column():
+    with pytest.raises(ValueError, match="band"):
+        A.curve_bands(epochs_frame(), "rule", band=(0.8, 0.2))
+    with pytest.raises(ValueError, match="lacks column.*'optimizer'"):
+        A.curve_bands(epochs_frame(), ["optimizer"])
+    with pytest.raises(TypeError, match="by must be"):
+        A.curve_bands(epochs_frame(), 3)
+
+
+def test_at_epochs_keeps_only_reached_epochs_and_final():
+    t = A.at_epochs(epochs_frame(), "rule", at=(1, 3, 5, 10))
+    assert list(t.columns) == ["n", "epoch 1", "epoch 3", "final"]
+    assert t.loc["additive", "epoch 1"] == pytest.approx(0.42)
+    assert t.loc["hybrid", "final"] == pytest.approx(0.72)
+    assert t.loc["hybrid", "n"] == 3
+
+
+def test_time_to_target_counts_epochs_seconds_and_misses():
+    ttt = A.time_to_target(epochs_frame(), 0.6).set_index("id")
+    # additive seed 0: 0.4, 0.5, 0.6 -> epoch 3, 3 * 10 s; seed 2: 0.47, 0.57, 0.67 -> epoch 3, 3 * 12 s
+    assert ttt.loc["additive0"].tolist() == [3, 30.0]
+    assert ttt.loc["additive2"].tolist() == [3, 36.0]
+    assert ttt.loc["hybrid2"].tolist() == [2, 24.0]
+    none = A.time_to_target(epochs_frame(), 0.9)
+    assert np.isinf(none[["epochs", "seconds"]].to_numpy()).all()
+    with pytest.raises(ValueError, match="target"):
+        A.time_to_target(epochs_frame(), float("nan"))
+
+
+def test_summarise_time_to_target_medians_count_misses_as_never():
+    ep = epochs_frame()
+    runs = ep.drop_duplicates("id")[["id", "rule"]]
+    s = A.summarise_time_to_target(A.time_to_target(ep, 0.58), runs, "rule")
+    # additive reaches 0.58 at epochs 3, 3, 2 (seed offsets 0, 0.02, 0.07): median 3; hybrid: 2, 2, 1
+    assert s.loc["additive", "reached"] == "3/3" and s.loc["additive", "epochs"] == 3
+    assert s.loc["hybrid", "epochs"] == 2
+    s = A.summarise_time_to_target(A.time_to_target(ep, 0.66), runs, "rule")
+    assert s.loc["additive", "reached"] == "1/3"
+    assert A.never(s.loc["additive", "epochs"]) == "never"
+    assert A.never(2.0) == "2"
+
+
+def test_spread_and_curve_spread():
+    ep = epochs_frame()
+    last = ep[ep.epoch == 3].rename(columns={"test_acc": "final_test_acc"})
+    s = A.spread(last, "rule")
+    assert s.loc["additive", "std"] == pytest.approx(np.std([0.6, 0.62, 0.67], ddof=1))
+    assert s.loc["hybrid", "range"] == pytest.approx(0.07)
+    c = A.curve_spread(ep, "rule", "train_loss")
+    # the offsets are the same at every epoch, so the per-epoch std and range are constant
+    assert c.loc["additive", "mean_std"] == pytest.approx(np.std([0, 0.02, 0.07], ddof=1))
+    assert c.loc["additive", "max_range"] == pytest.approx(0.07)
+
+
+def test_min_mannwhitney_p():
+    assert A.min_mannwhitney_p(3, 3) == pytest.approx(0.1)
+    assert A.min_mannwhitney_p(2, 2) == pytest.approx(1 / 3)
+    assert A.min_mannwhitney_p(1, 1) == 1.0
+    with pytest.raises(ValueError, match="n_a"):
+        A.min_mannwhitney_p(0, 3)
+
+
+def test_compare_matches_scipy_and_the_floor_is_reached():
+    a, b = [0.71, 0.73, 0.72], [0.60, 0.61, 0.65]
+    w = A.compare(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert w["p_value"] == pytest.approx(ref.pvalue) and w["diff"] == pytest.approx(0.1)
+    m = A.compare(a, b, "mannwhitney")
+    # completely separated samples give the smallest possible exact p
+    assert m["p_value"] == pytest.approx(m["min_p"]) == pytest.approx(0.1)
+    assert m["statistic"] == 9
+
+
+def test_compare_errors():
+    with pytest.raises(ValueError, match="test must be one of"):
+        A.compare([1, 2], [3, 4], "ttest")
+    with pytest.raises(ValueError, match="at least 2"):
+        A.compare([1], [3, 4])
+    with pytest.raises(ValueError, match="finite"):
+        A.compare([1, float("nan")], [3, 4])
+
+
+def test_lr_sensitivity_treats_divergence_as_zero():
+    runs = pd.DataFrame(dict(rule=["a"] * 3 + ["m"] * 3, lr=[0.1, 0.3, 1.0] * 2,
+                             final_test_acc=[0.5, 0.55, 0.545, 0.4, float("nan"), 0.3]))
+    s = A.lr_sensitivity(runs, "rule")
+    assert s.loc["a"].tolist() == pytest.approx([3, 0.3, 0.55, 0.5, 0.05, 2])
+    assert s.loc["m", "worst"] == 0.0 and s.loc["m", "best_lr"] == 0.1
+
+
+def grad_frame():
+    rows = []
+    for rule, sat in (("additive", float("nan")), ("multiplicative", 0.5)):
+        for step in (0, 10):
+            rows.append(dict(rule=rule, step=step, param="w", numel=3, grad_norm=3.0, update_norm=0.3,
+                             param_norm=4.0, rel_update=0.075, saturated=sat))
+            moved = 0.4 if rule == "additive" else 0.0
+            rows.append(dict(rule=rule, step=step, param="b", numel=1, grad_norm=4.0, update_norm=moved,
+                             param_norm=3.0 if rule == "additive" else 0.0,
+                             rel_update=moved / 3.0 if rule == "additive" else float("nan"), saturated=0.0))
+    return pd.DataFrame(rows)
+
+
+def test_grad_flow_steps_global_norms_and_fractions():
+    s = A.grad_flow_steps(grad_frame(), "rule").set_index(["rule", "step"])
+    add = s.loc[("additive", 0)]
+    assert add.grad_norm == pytest.approx(5.0) and add.param_norm == pytest.approx(5.0)
+    assert add.update_norm == pytest.approx(0.5) and add.rel_update == pytest.approx(0.1)
+    mul = s.loc[("multiplicative", 10)]
+    assert mul.saturated == pytest.approx(1.5 / 4)  # 0.5 of 3 entries + 0 of 1, over 4 entries
+    assert mul.frozen == pytest.approx(1 / 4)  # the zero bias never moves
+    assert add.frozen == 0
+
+
+def test_grad_flow_layers_keeps_model_order():
+    lay = A.grad_flow_layers(grad_frame(), "rule")
+    assert lay[lay.rule == "additive"]["param"].tolist() == ["w", "b"]
+    assert lay[lay.rule == "additive"]["layer"].tolist() == [0, 1]
+
+
+# ---------------------------------------------------------------- grid selection on records
+
+GRID = """
+description: test grid
+base: {dataset: cifar10-jpeg, arch: resnet9, width: 0.25, epochs: 2, device: cpu, limit: 64, test_limit: 32}
+grids:
+  - {optimizer: sgd, rule: additive, lr: [0.1, 0.3]}
+tune: {over: lr, seeds: [1]}
+"""
+
+
+def _save(out, config, accs, status="finished"):
+    ident = identity(TrainConfig(**config))
+    rid = gresults.config_hash(ident)
+    gresults.save(dict(id=rid, status=status, config=ident, seed=config.get("seed", 0),
+                       epochs=[dict(epoch=i + 1, test_acc=a, train_time_s=1.0) for i, a in enumerate(accs)],
+                       dataset=dict(name="CIFAR-10 (JPEG q75)", n_train=64, n_test=32), device_name="CPU: test",
+                       threads=1, torch_version="x", finished=f"2026-01-0{len(accs)}T10:00:00+00:00"), out)
+    return rid
+
+
+def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID)
+    out = tmp_path / "results"
+    assert A.grid_runs(grid, out).empty
+    assert A.pick_scale({"gpu": grid}, out) is None
+    base = dict(dataset="cifar10-jpeg", arch="resnet9", width=0.25, epochs=2, device="cpu", limit=64, test_limit=32,
+                optimizer="sgd", rule="additive")
+    low = _save(out, {**base, "lr": 0.1}, [0.2, 0.3])
+    # only one lr finished: no pick yet, so no tune-stage runs and nothing selected
+    df = A.grid_runs(grid, out)
+    assert df["id"].tolist() == [low] and not df["selected"].any()
+    high = _save(out, {**base, "lr": 0.3}, [0.3, 0.4])
+    tuned = _save(out, {**base, "lr": 0.3, "seed": 1}, [0.25, 0.35])
+    _save(out, {**base, "lr": 0.3, "epochs": 5}, [0.1] * 5)  # another grid's run: left out
+    df = A.grid_runs(grid, out).set_index("id")
+    assert set(df.index) == {low, high, tuned}
+    assert df.loc[tuned, "stage"] == "tune" and df.loc[high, "stage"] == "grid"
+    assert df["selected"].to_dict() == {low: False, high: True, tuned: True}
+    assert A.pick_scale({"gpu": tmp_path / "none.yaml", "cpu": grid}, out, scale="cpu") == "cpu"
+    assert A.pick_scale({"cpu": grid}, out) == "cpu"
+    with pytest.raises(ValueError, match="scale must be"):
+        A.pick_scale({"cpu": grid}, out, scale="tpu")
+    text = A.provenance(out, df.index)
+    assert text.startswith("3 runs: resnet9 (width 0.25); 64 training / 32 test images of CIFAR-10 (JPEG q75); "
+                           "2 epoch(s)")
+    assert "CPU: test (1 thread)" in text and "finished 2026-01-02 10:00 UTC" in text
+    fields = A.record_fields(out, [low])
+    assert fields[["n_train", "n_test", "threads"]].iloc[0].tolist() == [64, 32, 1]
+
+
+def test_depth_table_orders_architectures():
+    assert sorted(A.DEPTH, key=A.DEPTH.get) == ["resnet9", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
+    assert math.isclose(A.DEPTH["resnet101"] / A.DEPTH["resnet18"], 101 / 18)
