@@ -5,7 +5,8 @@ The file has a ``base`` configuration (any :class:`gofau.train.TrainConfig` fiel
 of such mappings, each a product of its own; the runs are their union, in order). An optional
 ``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks, for each group of finished runs that
 differ only in ``over`` (and seed), the value with the highest final test accuracy among the
-runs with the base seed, then runs that value with each listed seed. (The pick uses the test
+runs with the base seed (once every value has a finished or failed record; a diverged run
+counts as the worst), then runs that value with each listed seed. (The pick uses the test
 split: there is no separate validation split at this scale, which the chapters must say.)
 
 Finished runs (a record with the same configuration hash in the output folder) are skipped, so an
@@ -71,16 +72,17 @@ def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
         groups.setdefault(gresults.config_hash(rest), []).append(c)
     picks = []
     for members in groups.values():
-        scored = []
+        scored, tried = [], 0
         for c in members:
             path = gresults.record_path(out, gresults.config_hash(identity(TrainConfig(**c))))
             if path.is_file():
                 r = gresults.read(path)
+                tried += r.get("status") in ("finished", "failed")
                 if r.get("status") == "finished":
                     acc = r["epochs"][-1]["test_acc"]
                     scored.append((acc if math.isfinite(acc) else -math.inf, c))
-        if len(scored) < len(members):
-            continue  # not all values tried yet: no pick
+        if tried < len(members) or not scored:
+            continue  # not every value tried yet (or none finished): no pick
         best = max(scored, key=lambda t: t[0])[1]
         picks.extend({**best, "seed": s} for s in seeds)
     return picks
