@@ -21,7 +21,7 @@ def eta_out(group):
     """The multiplicative step size: lr, or the hybrid's lr_out moved in proportion to lr."""
     if group["rule"] != "hybrid" or group["lr_out"] is None:
         return group["lr"]
-    return group["lr_out"] * group["lr"] / group["lr_ref"] if group["lr_ref"] else group["lr_out"]
+    return group["lr_out"] * (group["lr"] / group["lr_ref"]) if group["lr_ref"] else group["lr_out"]
 
 
 def _scaled(c, k):
