@@ -109,6 +109,7 @@ def test_compare_is_deterministic(small):
     again = L.compare([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
                       steps=30, n_tune=3, n_eval=5, tol=1e-3, n_paths=2)
     pd.testing.assert_frame_equal(small.summary, again.summary)
+    assert small.settings == dict(lrs=L.lr_grid(1e-2, 1.0, 3), steps=30, n_tune=3, n_eval=5, tol=1e-3, lr_in=1.0, seed=0)
 
 
 def test_compare_rejects_bad_settings():
