@@ -58,31 +58,32 @@ def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, st
 
 def grid_runs(grid_file: str | Path, out: str | Path = "results") -> pd.DataFrame:
     """The rows of :func:`gofau.results.load` (one per run) that belong to ``grid_file``, with
-    ``stage`` ("grid"/"tune") and ``selected``: True for tune-stage runs and for the product-stage run
-    whose learning rate the tune stage picked (together, the picked lr on every seed). Without a tune
-    stage every run is selected. Empty (no columns) when ``out`` holds none of them."""
-    from gofau.grid import read_grid
-
+    ``stage`` ("grid" or "tune"). Empty (no columns) when ``out`` holds none of them."""
     ids = grid_ids(grid_file, out)
     df = gresults.load(out) if Path(out).exists() else pd.DataFrame()
-    if df.empty:
+    if df.empty or not df["id"].isin(ids).any():
         return pd.DataFrame()
     df = df[df["id"].isin(ids)].copy()
-    if df.empty:
-        return pd.DataFrame()
     df["stage"] = df["id"].map(ids)
-    if not read_grid(grid_file).get("tune"):
-        df["selected"] = True
-    else:
-        rest = [c for c in _config_columns(df) if c != "seed"]
-        key = df[rest].map(repr).agg("|".join, axis=1)
-        df["selected"] = key.isin(set(key[df["stage"] == "tune"]))
     return df.reset_index(drop=True)
 
 
-def _config_columns(df: pd.DataFrame) -> list[str]:
-    from gofau.train import TrainConfig, identity
-    return [c for c in identity(TrainConfig()) if c in df.columns]
+def picked_runs(runs: pd.DataFrame, by, over: str = "lr", metric: str = "final_test_acc") -> pd.DataFrame:
+    """The finished runs at each group's picked value of ``over``: the value whose product-stage
+    ("grid") run scores the highest ``metric`` (the grid's tune-stage pick, also while some values
+    are still running), with every seed run at it. Adds ``tried``: how many values were finished."""
+    by = _by(by)
+    _need(runs, [*by, over, metric, "status", "stage"], "runs")
+    done = runs[runs["status"] == "finished"]
+    keep = []
+    for _, g in done.groupby(by):
+        first = g[g["stage"] == "grid"]
+        if first.empty:
+            continue
+        scores = first[metric].astype(float).where(np.isfinite(first[metric].astype(float)), -np.inf)
+        best = first.loc[scores.idxmax(), over]
+        keep.append(g[g[over] == best].assign(tried=first[over].nunique()))
+    return pd.concat(keep).reset_index(drop=True) if keep else done.iloc[0:0].assign(tried=0)
 
 
 def pick_scale(grids: dict[str, str | Path], out: str | Path = "results", scale: str = "auto") -> str | None:
@@ -318,3 +319,16 @@ def grad_flow_layers(grad: pd.DataFrame, by) -> pd.DataFrame:
     out = grad.groupby([*by, "param"])[cols].median().reset_index()
     out["layer"] = out["param"].map(order)
     return out.sort_values([*by, "layer"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- figures
+
+def plot_bands(ax, bands: pd.DataFrame, label, style=None) -> None:
+    """One median line with a shaded lo-hi band per group of :func:`curve_bands` output; ``label``
+    names the column(s) that identify a curve, ``style(key) -> dict`` gives its matplotlib style."""
+    label = _by(label)
+    for key, g in bands.groupby(label):
+        key = key if isinstance(key, tuple) else (key,)
+        kw = style(key if len(key) > 1 else key[0]) if style else {}
+        line, = ax.plot(g["epoch"], g["median"], marker="o", ms=3, label=" / ".join(map(str, key)), **kw)
+        ax.fill_between(g["epoch"], g["lo"], g["hi"], color=line.get_color(), alpha=0.2, lw=0)

@@ -185,16 +185,18 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     base = dict(dataset="cifar10-jpeg", arch="resnet9", width=0.25, epochs=2, device="cpu", limit=64, test_limit=32,
                 optimizer="sgd", rule="additive")
     low = _save(out, {**base, "lr": 0.1}, [0.2, 0.3])
-    # only one lr finished: no pick yet, so no tune-stage runs and nothing selected
     df = A.grid_runs(grid, out)
-    assert df["id"].tolist() == [low] and not df["selected"].any()
+    assert df["id"].tolist() == [low] and df["stage"].tolist() == ["grid"]
+    # with one value finished, it is the pick so far
+    assert A.picked_runs(df, "rule")["tried"].tolist() == [1]
     high = _save(out, {**base, "lr": 0.3}, [0.3, 0.4])
     tuned = _save(out, {**base, "lr": 0.3, "seed": 1}, [0.25, 0.35])
     _save(out, {**base, "lr": 0.3, "epochs": 5}, [0.1] * 5)  # another grid's run: left out
     df = A.grid_runs(grid, out).set_index("id")
     assert set(df.index) == {low, high, tuned}
     assert df.loc[tuned, "stage"] == "tune" and df.loc[high, "stage"] == "grid"
-    assert df["selected"].to_dict() == {low: False, high: True, tuned: True}
+    picked = A.picked_runs(df.reset_index(), "rule")
+    assert set(picked["id"]) == {high, tuned} and picked["tried"].tolist() == [2, 2]
     assert A.pick_scale({"gpu": tmp_path / "none.yaml", "cpu": grid}, out, scale="cpu") == "cpu"
     assert A.pick_scale({"cpu": grid}, out) == "cpu"
     with pytest.raises(ValueError, match="scale must be"):
@@ -205,6 +207,18 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     assert "CPU: test (1 thread)" in text and "finished 2026-01-02 10:00 UTC" in text
     fields = A.record_fields(out, [low])
     assert fields[["n_train", "n_test", "threads"]].iloc[0].tolist() == [64, 32, 1]
+
+
+def test_plot_bands_draws_one_line_and_band_per_group():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    A.plot_bands(ax, A.curve_bands(epochs_frame(), "rule", band=(0, 1)), "rule")
+    assert [line.get_label() for line in ax.get_lines()] == ["additive", "hybrid"]
+    assert len(ax.collections) == 2
+    assert ax.get_lines()[1].get_ydata().tolist() == pytest.approx([0.52, 0.62, 0.72])
+    plt.close(fig)
 
 
 def test_depth_table_orders_architectures():
