@@ -308,16 +308,34 @@ def grad_flow_steps(grad: pd.DataFrame, by) -> pd.DataFrame:
     return out.reset_index()
 
 
+def param_kind(names: pd.Series, numel: pd.Series) -> pd.Series:
+    """"bias" for a tensor named ``*.bias``; "norm scale" for ``*.weight`` whose sibling ``*.bias`` has
+    as many entries (a normalisation layer's scale); otherwise "weight" (convolution or linear)."""
+    size = dict(zip(names, numel))
+
+    def kind(name):
+        if name.endswith(".bias"):
+            return "bias"
+        if name.endswith(".weight") and size.get(name[:-len("weight")] + "bias") == size[name]:
+            return "norm scale"
+        return "weight"
+    return names.map(kind)
+
+
 def grad_flow_layers(grad: pd.DataFrame, by) -> pd.DataFrame:
-    """Per group and parameter tensor (in model order, ``layer`` = its index): medians over the
-    recorded steps of grad_norm, update_norm, param_norm, rel_update and saturated."""
+    """Per group and parameter tensor (in model order, ``layer`` = its index; ``kind`` from
+    :func:`param_kind`): medians over the recorded steps of grad_norm, update_norm, param_norm,
+    rel_update and saturated."""
     by = _by(by)
-    _need(grad, [*by, "param", "step", "grad_norm", "update_norm", "param_norm", "rel_update", "saturated"], "grad")
-    first = grad[grad["step"] == grad["step"].min()]
-    order = {p: i for i, p in enumerate(dict.fromkeys(first["param"]))}
+    _need(grad, [*by, "param", "numel", "step", "grad_norm", "update_norm", "param_norm", "rel_update", "saturated"],
+          "grad")
+    first = grad[grad["step"] == grad["step"].min()].drop_duplicates("param")
+    order = {p: i for i, p in enumerate(first["param"])}
+    kinds = dict(zip(first["param"], param_kind(first["param"], first["numel"])))
     cols = ["grad_norm", "update_norm", "param_norm", "rel_update", "saturated"]
     out = grad.groupby([*by, "param"])[cols].median().reset_index()
     out["layer"] = out["param"].map(order)
+    out["kind"] = out["param"].map(kinds)
     return out.sort_values([*by, "layer"]).reset_index(drop=True)
 
 

@@ -155,6 +155,12 @@ def test_grad_flow_layers_keeps_model_order():
     assert lay[lay.rule == "additive"]["layer"].tolist() == [0, 1]
 
 
+def test_param_kind_tells_weights_norm_scales_and_biases_apart():
+    names = pd.Series(["f.0.0.weight", "f.0.1.weight", "f.0.1.bias", "fc.weight", "fc.bias"])
+    numel = pd.Series([432, 16, 16, 640, 10])
+    assert A.param_kind(names, numel).tolist() == ["weight", "norm scale", "bias", "weight", "bias"]
+
+
 # ---------------------------------------------------------------- grid selection on records
 
 GRID = """
