@@ -50,11 +50,9 @@ def _add_product(params, a, b, scale):
 
 
 def _tanh(u, lr_in):
-    if lr_in == 1:
-        return torch._foreach_tanh(u)
-    t = torch._foreach_mul(u, lr_in)
-    torch._foreach_tanh_(t)
-    return t
+    """tanh(lr_in u), one tensor at a time: inductor has no lowering for _foreach_tanh (nor
+    _foreach_exp), so in the fused step the foreach form would split the kernel around eager calls."""
+    return [torch.tanh(x if lr_in == 1 else x * lr_in) for x in u]
 
 
 def additive(group, params, u, c):
@@ -76,7 +74,8 @@ def power(group, params, u, c):
     exponent = _tanh(u, group["lr_in"])
     torch._foreach_mul_(exponent, torch._foreach_sign(params))
     torch._foreach_mul_(exponent, _scaled(c, -math.log(2) * group["lr"]))
-    torch._foreach_exp_(exponent)
+    for x in exponent:  # not _foreach_exp_: see _tanh
+        x.exp_()
     torch._foreach_mul_(params, exponent)
 
 
