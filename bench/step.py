@@ -1,0 +1,109 @@
+"""Time one optimizer step over a ResNet-18-sized parameter list (11.2M parameters in 62 tensors).
+
+Each gofau optimizer is timed against its torch.optim base (foreach) in the same process, on
+parameters and gradients drawn alike. Within a family the optimizers step in turn, round after
+round, so that load from other processes falls on all of them alike; the table gives the median
+over --steps rounds after --warmup rounds (compilation of the fused step included in warm-up),
+and the ratio to the base's median. Run by hand, not in CI:
+
+    python bench/step.py --threads 2 --steps 30
+"""
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torchvision
+
+import gofau
+
+FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) first
+    "SGD": [
+        ("torch SGD(momentum=0.9, foreach)", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True)),
+        ("gofau SGD(momentum=0.9)", lambda p: gofau.SGD(p, lr=0.01, momentum=0.9)),
+        ("gofau MSGD(momentum=0.9)", lambda p: gofau.MSGD(p, lr=0.01, momentum=0.9)),
+        ("gofau HSGD(momentum=0.9)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9)),
+        ("gofau HSGD(momentum=0.9, foreach=False)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9, foreach=False)),
+        ("gofau HSGD(momentum=0.9, fused=True)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9, fused=True)),
+    ],
+    "Adam": [
+        ("torch Adam(foreach)", lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True)),
+        ("torch Adam(fused)", lambda p: torch.optim.Adam(p, lr=1e-3, fused=True)),
+        ("gofau Adam", lambda p: gofau.Adam(p, lr=1e-3)),
+        ("gofau MAdam", lambda p: gofau.MAdam(p, lr=1e-3)),
+        ("gofau HAdam", lambda p: gofau.HAdam(p, lr=1e-3)),
+        ("gofau HAdam(foreach=False)", lambda p: gofau.HAdam(p, lr=1e-3, foreach=False)),
+        ("gofau MAdam(fused=True)", lambda p: gofau.MAdam(p, lr=1e-3, fused=True)),
+        ("gofau HAdam(fused=True)", lambda p: gofau.HAdam(p, lr=1e-3, fused=True)),
+    ],
+    "Adagrad": [
+        ("torch Adagrad(foreach)", lambda p: torch.optim.Adagrad(p, lr=1e-2, foreach=True)),
+        ("gofau MAdagrad", lambda p: gofau.MAdagrad(p, lr=1e-2)),
+        ("gofau HAdagrad", lambda p: gofau.HAdagrad(p, lr=1e-2)),
+    ],
+    "RMSprop": [
+        ("torch RMSprop(foreach)", lambda p: torch.optim.RMSprop(p, lr=1e-2, foreach=True)),
+        ("gofau MRMSprop", lambda p: gofau.MRMSprop(p, lr=1e-2)),
+        ("gofau HRMSprop", lambda p: gofau.HRMSprop(p, lr=1e-2)),
+    ],
+}
+
+
+def make_params(shapes, device):
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=gen).to(device).requires_grad_() for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen).to(device) * 1e-2
+    return params
+
+
+def time_family(cases, shapes, device, warmup, steps):
+    """Median ms of one step() per optimizer, the optimizers stepping in turn each round."""
+    opts = [make(make_params(shapes, device)) for _, make in cases]
+    times = [[] for _ in opts]
+    for i in range(warmup + steps):
+        for opt, record in zip(opts, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                record.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30, help="timed rounds (median reported), at least 20")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated subset of {list(FAMILIES)}")
+    args = parser.parse_args()
+    if args.steps < 20:
+        parser.error(f"--steps must be at least 20, got {args.steps}")
+    unknown = set(args.families.split(",")) - set(FAMILIES)
+    if unknown:
+        parser.error(f"--families: unknown {sorted(unknown)}; choose from {list(FAMILIES)}")
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    shapes = [p.shape for p in torchvision.models.resnet18(num_classes=10).parameters()]
+    n = sum(torch.Size(s).numel() for s in shapes)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"# step() over {n / 1e6:.1f}M float32 parameters in {len(shapes)} tensors (torchvision ResNet-18 shapes)")
+    print(f"# {device} ({name}, {os.cpu_count()} cores), {args.threads} threads, torch {torch.__version__}, "
+          f"median of {args.steps} rounds after {args.warmup} warm-up rounds; load average {os.getloadavg()[0]:.1f}\n")
+    print("| optimizer | ms / step | ratio to torch base (foreach) |\n|---|---:|---:|")
+    for family in args.families.split(","):
+        cases = FAMILIES[family]
+        medians = time_family(cases, shapes, device, args.warmup, args.steps)
+        for (label, _), ms in zip(cases, medians):
+            print(f"| {label} | {ms:.1f} | {ms / medians[0]:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
