@@ -12,7 +12,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(abspath $(BIN)):$(PATH)
-export MPLBACKEND := Agg
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 MATHJAX_VERSION := 3.2.2
 MATHJAX := .cache/mathjax

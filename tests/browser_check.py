@@ -4,7 +4,8 @@ Usage: python tests/browser_check.py _build/html [--screenshots DIR]
 
 Serves the HTML folder on a free localhost port and loads each page with Selenium driving
 Debian's chromium and chromedriver. A page fails on: an <img> that did not load
-(naturalWidth 0), a <figure> without a loaded image, math that MathJax did not typeset or
+(naturalWidth 0), a <figure> without a loaded image, a "**Figure N.**" caption paragraph
+with no loaded image above it (a plot that did not appear), math that MathJax did not typeset or
 typeset with a TeX error, an internal link to a missing file or to
 an anchor that the target page does not define, a JavaScript error, or a same-origin resource
 that failed to load. The book serves its own MathJax; a resource on another host cannot load
@@ -38,9 +39,29 @@ window.addEventListener('unhandledrejection', e => window.__pageErrors.push(
   'unhandled rejection: ' + String(e.reason)));
 """
 
-# Waits for every image to finish (eager-loads lazy ones), then describes images, figures, links.
+# Waits for every image and for MathJax, then describes images, figures, captions, links, math.
+# A chapter's caption is a paragraph starting with a bold "Figure N." below its plot (the notebook
+# convention): one with no loaded image between it and the previous caption is a missing figure.
 INSPECT = """
 const done = arguments[arguments.length - 1];
+function captionsWithoutImage() {
+  const missing = [];
+  let images = 0;
+  const walker = document.createTreeWalker(document.getElementById('main-content') || document.body,
+                                           NodeFilter.SHOW_ELEMENT);
+  for (let n = walker.currentNode; n; n = walker.nextNode()) {
+    if ((n.tagName === 'IMG' && n.naturalWidth > 0) || (n.tagName === 'svg' && n.closest('.cell_output'))) {
+      images++;
+    } else if (n.tagName === 'P' && n.firstElementChild && n.firstElementChild.tagName === 'STRONG') {
+      const lead = n.firstElementChild.textContent.trim();
+      if (/^Figure \\d+/.test(lead) && n.textContent.trim().startsWith(lead)) {
+        if (images === 0) missing.push(lead);
+        images = 0;
+      }
+    }
+  }
+  return missing;
+}
 const imgs = Array.from(document.images);
 imgs.forEach(i => { i.loading = 'eager'; });
 const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
@@ -53,6 +74,7 @@ Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
     loaded: Array.from(f.querySelectorAll('img')).some(i => i.naturalWidth > 0)
             || f.querySelector('svg, object, video, canvas') !== null})),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+  uncaptioned: captionsWithoutImage(),
   math: document.querySelectorAll('.math').length,
   typeset: document.querySelectorAll('mjx-container').length,
   mathErrors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.getAttribute('data-mjx-error') || e.textContent),
@@ -121,6 +143,7 @@ def check_page(driver, url: str, origin: str, root: Path) -> tuple[list[str], li
         problems.append(f"navigated off-site to {seen['url']}")
     problems += [f"broken image {i['src']}" for i in seen["images"] if i["width"] == 0]
     problems += [f"figure without a loaded image: {f['id']!r}" for f in seen["figures"] if not f["loaded"]]
+    problems += [f"caption {c!r} with no image above it" for c in seen["uncaptioned"]]
     problems += sorted({p for h in seen["links"] if (p := link_problem(h, origin, root))})
     if seen["math"] and not seen["typeset"]:
         problems.append(f"{seen['math']} formulas not typeset (MathJax did not run)")

@@ -74,3 +74,28 @@ def test_intro_figure_is_reproduced_by_its_script(tmp_path):
 
     drawn = step_size_figure.main(tmp_path / "step_size.png")
     assert drawn.read_bytes() == (ROOT / "book" / "images" / "step_size.png").read_bytes()
+
+
+@pytest.mark.skipif(not (Path(browser_check.CHROMIUM).exists() and Path(browser_check.CHROMEDRIVER).exists()),
+                    reason="needs Debian's chromium and chromium-driver: make install")
+def test_browser_check_catches_what_a_reader_would_see_broken(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "plot.png")
+    (tmp_path / "good.html").write_text(
+        '<div id="main-content"><h1 id="a">Good</h1><img src="plot.png">'
+        '<p><strong>Figure 1.</strong> A plot.</p><figure><img src="plot.png"><figcaption>x</figcaption></figure>'
+        '<a href="bad.html">next</a><a href="#a">top</a></div>')
+    (tmp_path / "bad.html").write_text(
+        '<div id="main-content"><img src="gone.png"><p><strong>Figure 1.</strong> Its plot never appeared.</p>'
+        '<figure><figcaption>empty</figcaption></figure><a href="good.html#nowhere">x</a>'
+        '<a href="missing.html">y</a><span class="math">\\(x\\)</span><script>notDefined()</script></div>')
+    assert browser_check.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "ok   good.html" in out and "FAIL bad.html" in out
+    bad = out.split("FAIL bad.html")[1]
+    for problem in ["broken image http://127.0.0.1", "caption 'Figure 1.' with no image above it",
+                    "figure without a loaded image: 'empty'", "link to missing anchor", "link to missing file",
+                    "1 formulas not typeset", "JavaScript error: Uncaught ReferenceError: notDefined"]:
+        assert problem in bad
+    assert out.rstrip().endswith("browser check: 1 passed, 1 failed")
