@@ -214,23 +214,25 @@ def never(x: float, fmt: str = "{:.0f}") -> str:
 # ---------------------------------------------------------------- spread and tests
 
 def spread(runs: pd.DataFrame, by, metric: str = "final_test_acc") -> pd.DataFrame:
-    """Per group: ``n``, ``mean``, sample ``std`` (ddof 1; NaN for one run), ``min``, ``max``, ``range``."""
+    """Per group: ``n``, ``mean``, sample ``std`` (ddof 1), ``min``, ``max``, ``range``; std and range
+    are NaN for a single run (no spread can be measured)."""
     by = _by(by)
     _need(runs, [*by, metric], "runs")
     g = runs.groupby(by)[metric]
     out = pd.DataFrame({"n": g.size(), "mean": g.mean(), "std": g.std(ddof=1), "min": g.min(), "max": g.max()})
-    out["range"] = out["max"] - out["min"]
+    out["range"] = (out["max"] - out["min"]).where(out["n"] >= 2)
     return out
 
 
 def curve_spread(epochs: pd.DataFrame, by, metric: str = "train_loss") -> pd.DataFrame:
     """Spread over seeds of a whole curve, per group: at each epoch the across-run std (ddof 1) and
     range of ``metric``; reported as their mean over epochs (``mean_std``, ``mean_range``) and the
-    largest range (``max_range``)."""
+    largest range (``max_range``); NaN for a group of a single run."""
     by = _by(by)
     _need(epochs, [*by, "epoch", metric], "epochs")
     g = epochs.groupby([*by, "epoch"])[metric]
-    per = pd.DataFrame({"std": g.std(ddof=1), "range": g.max() - g.min(), "n": g.size()}).reset_index()
+    per = pd.DataFrame({"std": g.std(ddof=1), "range": (g.max() - g.min()).where(g.size() >= 2),
+                        "n": g.size()}).reset_index()
     h = per.groupby(by)
     return pd.DataFrame({"n": h["n"].max(), "mean_std": h["std"].mean(), "mean_range": h["range"].mean(),
                          "max_range": h["range"].max()})

@@ -87,6 +87,9 @@ def test_spread_and_curve_spread():
     # the offsets are the same at every epoch, so the per-epoch std and range are constant
     assert c.loc["additive", "mean_std"] == pytest.approx(np.std([0, 0.02, 0.07], ddof=1))
     assert c.loc["additive", "max_range"] == pytest.approx(0.07)
+    one = A.spread(last[last.seed == 0], "rule")
+    assert one.loc["hybrid", "n"] == 1 and one[["std", "range"]].isna().all().all()
+    assert A.curve_spread(ep[ep.seed == 0], "rule")[["mean_std", "mean_range", "max_range"]].isna().all().all()
 
 
 def test_min_mannwhitney_p():
