@@ -14,6 +14,7 @@ import platform
 import statistics
 import time
 
+import numpy as np
 import torch
 import torchvision
 
@@ -76,6 +77,31 @@ def time_family(cases, shapes, device, warmup, steps):
     return [statistics.median(t) for t in times]
 
 
+def time_kernels(n, rounds=15):
+    """Median ms of the elementwise kernels a step is made of, over n float32 elements, out of place
+    into a preallocated buffer: the cost of tanh against that of an add says what eager steps pay."""
+    x, y, out = torch.randn(n), torch.randn(n), torch.empty(n)
+    xn, outn = x.numpy(), out.numpy()
+    kernels = {
+        "torch.add": lambda: torch.add(x, y, out=out),
+        "torch.abs": lambda: torch.abs(x, out=out),
+        "torch.sigmoid": lambda: torch.sigmoid(x, out=out),
+        "torch.tanh": lambda: torch.tanh(x, out=out),
+        "torch.compile(tanh) in place": torch.compile(lambda: out.copy_(x).tanh_()),
+        "numpy.tanh (single-threaded)": lambda: np.tanh(xn, out=outn),
+    }
+    medians = {}
+    for label, run in kernels.items():
+        run()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        medians[label] = statistics.median(times)
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -97,7 +123,11 @@ def main():
     print(f"# step() over {n / 1e6:.1f}M float32 parameters in {len(shapes)} tensors (torchvision ResNet-18 shapes)")
     print(f"# {device} ({name}, {os.cpu_count()} cores), {args.threads} threads, torch {torch.__version__}, "
           f"median of {args.steps} rounds after {args.warmup} warm-up rounds; load average {os.getloadavg()[0]:.1f}\n")
-    print("| optimizer | ms / step | ratio to torch base (foreach) |\n|---|---:|---:|")
+    print(f"| elementwise kernel over {n / 1e6:.1f}M floats | ms | ratio to torch.add |\n|---|---:|---:|")
+    kernels = time_kernels(n)
+    for label, ms in kernels.items():
+        print(f"| {label} | {ms:.1f} | {ms / kernels['torch.add']:.2f} |", flush=True)
+    print("\n| optimizer | ms / step | ratio to torch base (foreach) |\n|---|---:|---:|")
     for family in args.families.split(","):
         cases = FAMILIES[family]
         medians = time_family(cases, shapes, device, args.warmup, args.steps)
