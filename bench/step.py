@@ -10,7 +10,6 @@ and the ratio to the base's median. Run by hand, not in CI:
 """
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -19,6 +18,7 @@ import torch
 import torchvision
 
 import gofau
+from gofau.provenance import device_name
 
 FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) first
     "SGD": [
@@ -119,9 +119,8 @@ def main():
     device = torch.device(args.device)
     shapes = [p.shape for p in torchvision.models.resnet18(num_classes=10).parameters()]
     n = sum(torch.Size(s).numel() for s in shapes)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# step() over {n / 1e6:.1f}M float32 parameters in {len(shapes)} tensors (torchvision ResNet-18 shapes)")
-    print(f"# {device} ({name}, {os.cpu_count()} cores), {args.threads} threads, torch {torch.__version__}, "
+    print(f"# {device_name(device)}, {args.threads} threads, torch {torch.__version__}, "
           f"median of {args.steps} rounds after {args.warmup} warm-up rounds; load average {os.getloadavg()[0]:.1f}\n")
     print(f"| elementwise kernel over {n / 1e6:.1f}M floats | ms | ratio to torch.add |\n|---|---:|---:|")
     kernels = time_kernels(n)

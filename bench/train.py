@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from gofau import data, models
-from gofau.train import TrainConfig, _autocast, _device_name, _prepare, build_optimizer, resolve_device
+from gofau.provenance import device_name
+from gofau.train import TrainConfig, _autocast, _prepare, build_optimizer, resolve_device
 
 
 def _sync(device):
@@ -109,7 +110,7 @@ def main(argv=None):
     if cuda:
         torch.backends.cudnn.benchmark = True
 
-    head = dict(device=_device_name(device), torch=torch.__version__, python=platform.python_version(),
+    head = dict(device=device_name(device), torch=torch.__version__, python=platform.python_version(),
                 threads=torch.get_num_threads() if not cuda else None, batch_size=bs, width=args.width,
                 image_size=args.image_size, steps=steps, compile=args.compile,
                 precision="bf16 autocast, channels_last" if cuda else "float32")

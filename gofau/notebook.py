@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -129,32 +128,17 @@ def check_parameters() -> None:
         compare_parameters(history[-3], history[-2])
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True,
-                          timeout=10, check=True).stdout.strip()
-
-
-def git_commit() -> str:
-    """The repository's current commit (with '+dirty' for local changes), or 'unknown'."""
-    try:
-        return _git("rev-parse", "--short=12", "HEAD") + ("+dirty" if _git("status", "--porcelain") else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def environment() -> dict[str, str]:
     """The software and hardware a page was executed with: Python, torch, device, commit."""
     import torch
 
-    if torch.cuda.is_available():
-        device = f"cuda: {torch.cuda.get_device_name(0)}"
-    else:
-        device = f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+    from gofau.provenance import device_name, git_commit
+
     return {
         "Python": sys.version.split()[0],
         "torch": torch.__version__,
-        "device": device,
+        "device": device_name("cuda" if torch.cuda.is_available() else "cpu"),
         "torch threads": str(torch.get_num_threads()),
         "platform": platform.platform(),
-        "gofau commit": git_commit(),
+        "gofau commit": git_commit() or "unknown",
     }

@@ -20,10 +20,9 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 import gofau
 from gofau import data as gdata
-from gofau import models
+from gofau import models, provenance
 from gofau import results as gresults
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
@@ -228,30 +227,7 @@ def _grad_stats_step(model, opt, step, epoch, rows):
                      un / pn if pn > 0 else float("nan"), sat])
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def _git_commit() -> str | None:
-    """HEAD of the repository when this module was imported (the code that runs)."""
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        return sha or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-GIT_COMMIT = _git_commit()
+GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this module was imported
 
 
 def evaluate(model, x, y, mean, std, device, batch_size=256):
@@ -312,7 +288,7 @@ def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
 
     record = dict(id=run_id, status="running", config=ident, seed=cfg.seed, epochs=[],
                   dataset=ds.identity, num_classes=ds.num_classes, image_size=ds.image_size,
-                  n_params=sum(p.numel() for p in model.parameters()), device_name=_device_name(device),
+                  n_params=sum(p.numel() for p in model.parameters()), device_name=provenance.device_name(device),
                   threads=torch.get_num_threads() if device.type == "cpu" else None,
                   torch_version=torch.__version__, gofau_version=gofau.__version__, git_commit=GIT_COMMIT,
                   python_version=platform.python_version(),

@@ -1,5 +1,7 @@
 """gofau.notebook: papermill parameter checking, data and repository paths, environment."""
 
+import subprocess
+import os
 import nbformat
 import papermill
 import pytest
@@ -122,4 +124,18 @@ def test_environment_names_python_torch_and_device():
     env = notebook.environment()
     assert env["Python"] == platform.python_version()
     assert env["torch"] == torch.__version__
-    assert env["device"].startswith("cuda: " if torch.cuda.is_available() else "cpu: ")
+    if torch.cuda.is_available():
+        assert env["device"] == torch.cuda.get_device_name(0)
+    else:
+        assert env["device"].startswith("CPU: ") and env["device"].endswith(f"({os.cpu_count()} cores)")
+
+
+def test_git_commit_is_head_and_flags_changed_tracked_files():
+    from gofau import provenance
+
+    commit = provenance.git_commit()
+    assert commit is not None and commit.split("+")[0] == subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=notebook.repo_root(), capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=notebook.repo_root(),
+                           capture_output=True, text=True).stdout.strip()
+    assert commit.endswith("+dirty") == bool(dirty)

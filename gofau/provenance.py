@@ -1,0 +1,33 @@
+"""Where a result came from: the code's git commit and the device's name."""
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def git_commit() -> str | None:
+    """HEAD of the repository holding gofau, with "+dirty" when tracked files differ from it
+    (new untracked files, such as result records being written, do not count); None outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device | str = "cpu") -> str:
+    """The GPU's name, or "CPU: <model> (<n> cores)" from /proc/cpuinfo where it exists."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"CPU: {model} ({os.cpu_count()} cores)"
