@@ -1,7 +1,8 @@
 """gofau.notebook: papermill parameter checking, data and repository paths, environment."""
 
-import subprocess
 import os
+import subprocess
+
 import nbformat
 import papermill
 import pytest
