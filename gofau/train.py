@@ -33,9 +33,11 @@ import gofau
 from gofau import data as gdata
 from gofau import models, provenance
 from gofau import results as gresults
+from gofau.directions import DIRECTIONS
+from gofau.rules import RULES as ALL_RULES
 
-OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
-RULES = ("additive", "multiplicative", "hybrid", "power")
+OPTIMIZERS = tuple(DIRECTIONS)  # sgd, adagrad, rmsprop, adam
+RULES = tuple(ALL_RULES)  # additive, multiplicative, hybrid, power
 SCHEDULES = ("none", "cosine", "linear")
 SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 0.964)
 
