@@ -56,7 +56,7 @@ def _fused_update(*args):
 class GOFAU(Optimizer):
     """Generic Optimization Framework for Alternative Updates (Kirtas et al., 2024).
 
-    A step computes g = grad + weight_decay * theta (negated when maximize), the base optimizer's
+    A step computes g = grad + weight_decay * theta (grad negated first when maximize), the base optimizer's
     direction u = phi(g) * psi(g) with its step-size factor c (``gofau.directions``), and applies the
     group's update rule (``gofau.rules``), e.g. multiplicative: theta <- theta - c lr |theta| tanh(lr_in u).
 
