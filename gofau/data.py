@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from gofau.provenance import ROOT
+
 NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "tinyimagenet")
 _CACHE_VERSION = 1
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -15,12 +15,14 @@ import platform
 import sys
 from pathlib import Path
 
+from gofau.provenance import ROOT
+
 INJECTED_HEADER = "# Parameters"  # papermill's first line of the injected-parameters cell
 
 
 def repo_root() -> Path:
     """The repository root: the folder holding the ``gofau`` package (editable install)."""
-    return Path(__file__).resolve().parents[1]
+    return ROOT
 
 
 def data_dir(name: str | None = None) -> Path:

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository holding the gofau package (editable install)
+
 
 def git_commit() -> str | None:
     """HEAD of the repository holding gofau, with "+dirty" when tracked files differ from it
     (new untracked files, such as result records being written, do not count); None outside git."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
     try:
         return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
