@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 import gofau
-from gofau.provenance import device_name
+from gofau.lab.provenance import device_name
 
 FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) first
     "SGD": [

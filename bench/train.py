@@ -23,9 +23,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gofau import data, models
-from gofau.provenance import device_name
-from gofau.train import TrainConfig, _autocast, _prepare, build_optimizer, resolve_device
+from gofau.lab import data, models
+from gofau.lab.provenance import device_name
+from gofau.lab.config import TrainConfig, resolve_device
+from gofau.lab.train import _autocast, _prepare, build_optimizer
 
 
 def _sync(device):

@@ -2,11 +2,12 @@
 import os
 import sys
 import warnings
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
 import torch
 from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
 
 from .directions import DIRECTIONS, check
 from .rules import RULES, fixes_zeros
@@ -15,13 +16,16 @@ _INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
 COMMON = ("lr", "lr_in", "lr_out", "gamma", "weight_decay", "maximize", "foreach", "fused")
 
 
-def _update(group, params, grads, states, steps):
-    """One step for tensors of one device and dtype: g -> u = phi psi -> rule (in place)."""
+def _update(group, params, grads, states, steps, observe=None):
+    """One step for tensors of one device and dtype: g -> u = phi psi -> rule (in place).
+    ``observe(group, params, u)``, when given, sees u before the rule moves the parameters."""
     if group["maximize"]:
         grads = torch._foreach_neg(grads)
     if group["weight_decay"]:
         grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
     u, c = DIRECTIONS[group["direction"]](group, grads, states, steps)
+    if observe is not None:
+        observe(group, params, u)
     RULES[group["rule"]](group, params, u, c)
 
 
@@ -79,6 +83,7 @@ class GOFAU(Optimizer):
 
     Parameters that are exactly zero never move under the multiplicative and power rules (their step
     is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
+    ``register_direction_hook`` observes each step's direction u (for diagnostics such as tanh saturation).
     """
 
     def __init__(self, params, direction="sgd", rule="additive", lr=1e-3, *, lr_in=1.0, lr_out=None, gamma=0.5,
@@ -98,6 +103,29 @@ class GOFAU(Optimizer):
                         weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused,
                         **{**base, **hyperparameters})
         super().__init__(params, defaults)
+        self._direction_hooks = OrderedDict()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("_direction_hooks", OrderedDict())
+
+    def register_direction_hook(self, hook) -> RemovableHandle:
+        """Calls ``hook(optimizer, group, params, u)`` at every step, once per param group and per
+        (device, dtype) bucket of its tensors with gradients, after the direction u = phi psi is computed
+        and before the update rule moves ``params``: ``u[i]`` is the direction of ``params[i]``, with the
+        group's lr_in not yet applied. Treat the tensors as read-only (clone what you keep). While a hook
+        is registered, ``fused=True`` groups step eagerly (same math, not compiled). Returns a handle
+        whose ``remove()`` unregisters the hook; hooks are not part of ``state_dict`` or copies.
+        """
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        handle = RemovableHandle(self._direction_hooks)
+        self._direction_hooks[handle.id] = hook
+        return handle
+
+    def _observe(self, group, params, u):
+        for hook in list(self._direction_hooks.values()):
+            hook(self, group, params, u)
 
     def add_param_group(self, param_group):
         """Adds a group (filled from the defaults), checking its hyperparameters."""
@@ -167,11 +195,12 @@ class GOFAU(Optimizer):
         grads = [p.grad for p in params]
         counts = [s["step"].item() for s in states]
         steps = counts[0] if len(set(counts)) == 1 else counts  # one shared count: scalar step sizes
-        if group["fused"]:
+        observe = self._observe if self._direction_hooks else None
+        if group["fused"] and observe is None:
             hyper, steps = _as_tensors(group, steps, params[0].device)
             _fused_update(hyper, params, grads, states, steps)
         elif group["foreach"] is False:
             for p, g, s, t in zip(params, grads, states, counts):
-                _update(group, [p], [g], [s], t)
+                _update(group, [p], [g], [s], t, observe)
         else:
-            _update(group, params, grads, states, steps)
+            _update(group, params, grads, states, steps, observe)

@@ -1,4 +1,4 @@
-"""gofau.analysis: each summary against hand arithmetic, the grid selection against records written
+"""gofau.lab.analysis: each summary against hand arithmetic, the grid selection against records written
 for a small grid file, and the error messages."""
 import math
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gofau import analysis as A
-from gofau import results as gresults
-from gofau.train import TrainConfig, identity
+from gofau.lab import analysis as A
+from gofau.lab import records as gresults
+from gofau.lab.config import TrainConfig, identity
 
 
 def epochs_frame():
@@ -102,10 +102,10 @@ def test_min_mannwhitney_p():
 
 def test_compare_matches_scipy_and_the_floor_is_reached():
     a, b = [0.71, 0.73, 0.72], [0.60, 0.61, 0.65]
-    w = A.compare(a, b)
+    w = A.test_difference(a, b)
     ref = stats.ttest_ind(a, b, equal_var=False)
     assert w["p_value"] == pytest.approx(ref.pvalue) and w["diff"] == pytest.approx(0.1)
-    m = A.compare(a, b, "mannwhitney")
+    m = A.test_difference(a, b, "mannwhitney")
     # completely separated samples give the smallest possible exact p
     assert m["p_value"] == pytest.approx(m["min_p"]) == pytest.approx(0.1)
     assert m["statistic"] == 9
@@ -113,11 +113,11 @@ def test_compare_matches_scipy_and_the_floor_is_reached():
 
 def test_compare_errors():
     with pytest.raises(ValueError, match="test must be one of"):
-        A.compare([1, 2], [3, 4], "ttest")
+        A.test_difference([1, 2], [3, 4], "ttest")
     with pytest.raises(ValueError, match="at least 2"):
-        A.compare([1], [3, 4])
+        A.test_difference([1], [3, 4])
     with pytest.raises(ValueError, match="finite"):
-        A.compare([1, float("nan")], [3, 4])
+        A.test_difference([1, float("nan")], [3, 4])
 
 
 def test_lr_sensitivity_treats_divergence_as_zero():
@@ -196,8 +196,8 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     low = _save(out, {**base, "lr": 0.1}, [0.2, 0.3])
     df = A.grid_runs(grid, out)
     assert df["id"].tolist() == [low] and df["stage"].tolist() == ["grid"]
-    # with one value finished, it is the pick so far
-    assert A.picked_runs(df, "rule")["tried"].tolist() == [1]
+    # no pick while a value is untried: the chapter shows the grid runner's pick, made once all are tried
+    assert A.picked_runs(df, "rule").empty
     high = _save(out, {**base, "lr": 0.3}, [0.3, 0.4])
     tuned = _save(out, {**base, "lr": 0.3, "seed": 1}, [0.25, 0.35])
     _save(out, {**base, "lr": 0.3, "epochs": 5}, [0.1] * 5)  # another grid's run: left out
@@ -210,7 +210,7 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     assert A.pick_scale({"cpu": grid}, out) == "cpu"
     with pytest.raises(ValueError, match="scale must be"):
         A.pick_scale({"cpu": grid}, out, scale="tpu")
-    text = A.provenance(out, df.index)
+    text = A.describe_records(out, df.index)
     assert text.startswith("3 runs: resnet9 (width 0.25); 64 training / 32 test images of CIFAR-10 (JPEG q75); "
                            "2 epoch(s)")
     assert "CPU: test (1 thread)" in text and "finished 2026-01-02 10:00 UTC" in text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gofau import data
+from gofau.lab import data
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gofau import functions as F
+from gofau.lab import functions as F
 
 ALL = list(F.FUNCTIONS.values())
 IDS = [f.name for f in ALL]

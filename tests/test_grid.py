@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from gofau import data, grid, results
+from gofau.lab import data, grid, records
 
 SHARED = data.default_data_dir()
 needs_cifar_jpeg = pytest.mark.skipif(
@@ -46,7 +46,7 @@ def test_grid_runs_tunes_skips_and_survives_failure(tmp_path, capsys):
     assert rc == 1  # one run failed
     table = capsys.readouterr().out
     assert "failed" in table and "finished" in table and "tune" in table
-    runs = results.load(out)
+    runs = records.load(out)
     failed = runs[runs.status == "failed"]
     assert len(failed) == 1 and "CIFAR-100 not found" in failed.iloc[0]["error"]
     done = runs[runs.status == "finished"]
@@ -59,7 +59,7 @@ def test_grid_runs_tunes_skips_and_survives_failure(tmp_path, capsys):
     # a second call skips every finished run and retries only the failed one
     rows = grid.run_grid(write(tmp_path, spec), out)
     assert sorted(r["status"] for r in rows) == ["failed", "skipped", "skipped", "skipped"]
-    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items() if results.read(p)["status"] == "finished")
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items() if records.read(p)["status"] == "finished")
 
 
 def test_dry_run_lists_without_training(tmp_path):

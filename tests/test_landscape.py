@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gofau import functions as F
-from gofau import landscape as L
+from gofau.lab import functions as F
+from gofau.lab import landscape as L
 
 INF = math.inf
 
@@ -27,7 +27,7 @@ def test_lr_grid_is_log_spaced_with_the_given_ends():
 
 def test_methods_cover_every_base_and_rule_and_bad_ones_are_rejected():
     ms = L.methods()
-    assert len(ms) == len(L.BASES) * 3 and {m.rule for m in ms} == set(L.RULES)
+    assert len(ms) == len(L.BASES) * 3 and {m.rule for m in ms} == set(L.COMPARED_RULES)
     with pytest.raises(ValueError, match="base must be one of"):
         L.Method("Lion", "additive")
     with pytest.raises(ValueError, match="rule must be one of additive, multiplicative, hybrid, power"):
@@ -82,7 +82,7 @@ def test_gaps_treat_divergence_as_infinite():
 
 @pytest.fixture(scope="module")
 def small():
-    return L.compare([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
+    return L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
                      steps=30, n_tune=3, n_eval=5, tol=1e-3, n_paths=2)
 
 
@@ -106,7 +106,7 @@ def test_compare_scores_match_a_rerun_of_the_chosen_lr_on_the_evaluation_starts(
 
 
 def test_compare_is_deterministic(small):
-    again = L.compare([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
+    again = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
                       steps=30, n_tune=3, n_eval=5, tol=1e-3, n_paths=2)
     pd.testing.assert_frame_equal(small.summary, again.summary)
     assert small.settings == dict(lrs=L.lr_grid(1e-2, 1.0, 3), steps=30, n_tune=3, n_eval=5, tol=1e-3, lr_in=1.0, seed=0)
@@ -114,9 +114,9 @@ def test_compare_is_deterministic(small):
 
 def test_compare_rejects_bad_settings():
     with pytest.raises(ValueError, match="n_tune and n_eval must be positive ints"):
-        L.compare([F.SPHERE], L.methods(), lrs=[0.1, 1.0], steps=3, n_tune=0)
+        L.protocol([F.SPHERE], L.methods(), lrs=[0.1, 1.0], steps=3, n_tune=0)
     with pytest.raises(ValueError, match="tol must be > 0"):
-        L.compare([F.SPHERE], L.methods(), lrs=[0.1, 1.0], steps=3, tol=0)
+        L.protocol([F.SPHERE], L.methods(), lrs=[0.1, 1.0], steps=3, tol=0)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         L.run(F.SPHERE, L.Method("SGD", "additive"), [0.1], t64([1.0, 1.0]), 0)
     with pytest.raises(ValueError, match=r"starts must have shape \(n, 2\)"):

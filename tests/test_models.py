@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from gofau import models
+from gofau.lab import models
 
 
 @pytest.mark.parametrize("arch", models.ARCHS)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gofau.notebook import compare_parameters
+from gofau.lab.chapter import compare_parameters
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users)/")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gofau import data, results, train
+from gofau.lab import config, data, records, train
 
 SHARED = data.default_data_dir()
 needs_cifar_jpeg = pytest.mark.skipif(
@@ -36,8 +36,8 @@ def test_record_contents_and_skip(tmp_path):
     assert rec["config"]["rule"] == "hybrid" and rec["config"]["gamma"] == 0.5 and rec["config"]["schedule"] == "linear"
     for k in ("started", "finished", "wall_time_s", "device_name", "torch_version", "gofau_version", "git_commit"):
         assert k in rec
-    assert rec["id"] == results.config_hash(rec["config"])
-    assert not any(k in rec["config"] for k in train.RUN_CONTROL)  # no machine paths in the record
+    assert rec["id"] == records.config_hash(rec["config"])
+    assert not any(k in rec["config"] for k in config.RUN_CONTROL)  # no machine paths in the record
     assert rec["epochs"][-1]["lr_end"] == pytest.approx(0.0, abs=1e-3)  # linear decay ends at zero
     # the same configuration is not trained again
     mtime = path.stat().st_mtime_ns
@@ -94,31 +94,31 @@ def test_grad_stats(tmp_path):
 
 
 def test_identity_normalises_ignored_settings():
-    a = train.identity(train.TrainConfig(optimizer="adam", momentum=0.9, gamma=0.3, device="cpu"))
-    b = train.identity(train.TrainConfig(optimizer="adam", momentum=0.0, gamma=0.7, device="cpu"))
+    a = config.identity(config.TrainConfig(optimizer="adam", momentum=0.9, gamma=0.3, device="cpu"))
+    b = config.identity(config.TrainConfig(optimizer="adam", momentum=0.0, gamma=0.7, device="cpu"))
     assert a == b and a["momentum"] is None and a["gamma"] is None
-    c = train.identity(train.TrainConfig(rule="hybrid", gamma=0.3, device="cpu"))
-    assert c["gamma"] == 0.3 and results.config_hash(c) != results.config_hash(a)
+    c = config.identity(config.TrainConfig(rule="hybrid", gamma=0.3, device="cpu"))
+    assert c["gamma"] == 0.3 and records.config_hash(c) != records.config_hash(a)
 
 
 def test_build_optimizer_passes_settings():
     model = torch.nn.Linear(3, 2)
-    opt = train.build_optimizer(train.TrainConfig(optimizer="sgd", rule="hybrid", lr=0.1, lr_out=0.5, gamma=0.25,
+    opt = train.build_optimizer(config.TrainConfig(optimizer="sgd", rule="hybrid", lr=0.1, lr_out=0.5, gamma=0.25,
                                                   momentum=0.8, weight_decay=0.0), model)
     g = opt.param_groups[0]
     assert (g["direction"], g["rule"], g["lr"], g["lr_out"], g["gamma"], g["momentum"]) == \
         ("sgd", "hybrid", 0.1, 0.5, 0.25, 0.8)
-    opt = train.build_optimizer(train.TrainConfig(optimizer="adam", rule="multiplicative", bias_rule="additive",
+    opt = train.build_optimizer(config.TrainConfig(optimizer="adam", rule="multiplicative", bias_rule="additive",
                                                   bias_lr=0.01, lr=0.02), model)
     assert [(g["rule"], g["lr"], len(g["params"])) for g in opt.param_groups] == \
         [("multiplicative", 0.02, 1), ("additive", 0.01, 1)]
 
 
 def test_lr_schedules():
-    cfg = train.TrainConfig(schedule="linear", warmup=0.25)
+    cfg = config.TrainConfig(schedule="linear", warmup=0.25)
     f = train.lr_factor(cfg, 8)
     assert [f(s) for s in range(8)] == pytest.approx([0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
-    f = train.lr_factor(train.TrainConfig(schedule="cosine"), 4)
+    f = train.lr_factor(config.TrainConfig(schedule="cosine"), 4)
     assert [f(s) for s in range(5)] == pytest.approx([1, (1 + math.cos(math.pi / 4)) / 2, 0.5,
                                                       (1 + math.cos(3 * math.pi / 4)) / 2, 0])
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from gofau import results
+from gofau.lab import records
 
 
 def record(run_id="abc", status="finished", **config):
@@ -14,47 +14,47 @@ def record(run_id="abc", status="finished", **config):
 
 
 def test_hash_is_order_independent_and_sensitive():
-    a = results.config_hash({"lr": 0.1, "rule": "hybrid"})
-    assert a == results.config_hash({"rule": "hybrid", "lr": 0.1})
-    assert a != results.config_hash({"rule": "hybrid", "lr": 0.2})
+    a = records.config_hash({"lr": 0.1, "rule": "hybrid"})
+    assert a == records.config_hash({"rule": "hybrid", "lr": 0.1})
+    assert a != records.config_hash({"rule": "hybrid", "lr": 0.2})
     assert len(a) == 16 and int(a, 16) >= 0
 
 
 def test_save_is_atomic_and_skips_finished(tmp_path):
-    path = results.save(record(), tmp_path)
+    path = records.save(record(), tmp_path)
     assert path == tmp_path / "abc.json" and json.loads(path.read_text())["status"] == "finished"
     assert not [p for p in os.listdir(tmp_path) if "tmp" in p]  # no temporary file left behind
     changed = record()
     changed["wall_time_s"] = 99.0
-    assert results.save(changed, tmp_path) is None
-    assert results.read(path)["wall_time_s"] == 1.5
-    assert results.save(changed, tmp_path, force=True) == path
-    assert results.read(path)["wall_time_s"] == 99.0
+    assert records.save(changed, tmp_path) is None
+    assert records.read(path)["wall_time_s"] == 1.5
+    assert records.save(changed, tmp_path, force=True) == path
+    assert records.read(path)["wall_time_s"] == 99.0
 
 
 def test_failed_record_is_replaced(tmp_path):
-    results.save(record(status="failed"), tmp_path)
-    assert not results.finished(tmp_path, "abc")
-    assert results.save(record(), tmp_path) is not None and results.finished(tmp_path, "abc")
+    records.save(record(status="failed"), tmp_path)
+    assert not records.finished(tmp_path, "abc")
+    assert records.save(record(), tmp_path) is not None and records.finished(tmp_path, "abc")
 
 
 def test_corrupt_record_counts_as_unfinished(tmp_path):
     (tmp_path / "abc.json").write_text("{trunc")
-    assert not results.finished(tmp_path, "abc")
+    assert not records.finished(tmp_path, "abc")
 
 
 def test_load_frames(tmp_path):
-    results.save(record("r1"), tmp_path)
-    results.save(record("r2", optimizer="adam", rule="hybrid", lr=0.01, seed=1), tmp_path)
-    results.save(dict(id="r3", status="failed", config={"optimizer": "adam"}, epochs=[], error="boom"), tmp_path)
+    records.save(record("r1"), tmp_path)
+    records.save(record("r2", optimizer="adam", rule="hybrid", lr=0.01, seed=1), tmp_path)
+    records.save(dict(id="r3", status="failed", config={"optimizer": "adam"}, epochs=[], error="boom"), tmp_path)
     (tmp_path / "notes.json").write_text("[1, 2]")  # not a record: ignored
-    runs = results.load(tmp_path)
+    runs = records.load(tmp_path)
     assert sorted(runs["id"]) == ["r1", "r2", "r3"]
     r2 = runs.set_index("id").loc["r2"]
     assert (r2["optimizer"], r2["rule"], r2["final_test_acc"], r2["best_test_acc"], r2["epochs_done"]) == \
         ("adam", "hybrid", 0.25, 0.3, 2)
     assert runs.set_index("id").loc["r3", "error"] == "boom"
-    ep = results.load_epochs(tmp_path)
+    ep = records.load_epochs(tmp_path)
     assert len(ep) == 4 and set(ep.columns) >= {"id", "optimizer", "epoch", "train_loss", "test_acc"}
     assert ep[ep.id == "r1"]["train_loss"].tolist() == [2.0, 1.5]
 
@@ -62,11 +62,11 @@ def test_load_frames(tmp_path):
 def test_load_grad_stats(tmp_path):
     r = record("g")
     r["grad_stats"] = dict(columns=["step", "param", "grad_norm"], rows=[[0, "fc.weight", 1.0], [5, "fc.weight", 0.5]])
-    results.save(r, tmp_path)
-    g = results.load_grad_stats(tmp_path)
+    records.save(r, tmp_path)
+    g = records.load_grad_stats(tmp_path)
     assert g["grad_norm"].tolist() == [1.0, 0.5] and (g["rule"] == "additive").all()
 
 
-@pytest.mark.parametrize("fn", [results.load, results.load_epochs, results.load_grad_stats])
+@pytest.mark.parametrize("fn", [records.load, records.load_epochs, records.load_grad_stats])
 def test_empty_folder_gives_empty_frame(tmp_path, fn):
     assert len(fn(tmp_path)) == 0

@@ -7,7 +7,7 @@ seeds, curves are summarised by the median and a band between two quantiles (:fu
 with three seeds the honest band is the full range, quantiles 0 and 1). Time to target
 (:func:`time_to_target`) is the first epoch whose metric reaches the target and the training seconds
 summed up to it; a run that never reaches it counts as ``inf`` ("never"), as in AlgoPerf.
-:func:`compare` runs Welch's t-test or the exact two-sided Mann-Whitney U test; with n_a and n_b
+:func:`test_difference` runs Welch's t-test or the exact two-sided Mann-Whitney U test; with n_a and n_b
 runs the latter can never give p below 2 / C(n_a + n_b, n_a) (:func:`min_mannwhitney_p`: 0.1 for 3
 against 3 seeds).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gofau import results as gresults
+from gofau.lab import records as gresults
 
 DEPTH = {"resnet9": 9, "vgg16": 16, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 TESTS = ("welch", "mannwhitney")
@@ -42,48 +42,49 @@ def _need(df: pd.DataFrame, columns, arg: str) -> None:
 
 # ---------------------------------------------------------------- which runs
 
-def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, str]:
-    """Run id -> stage ("grid" or "tune") of every configuration of ``grid_file``; the tune stage's
-    runs are those its picks imply given the finished records in ``out`` (none before the picks)."""
-    from gofau.grid import expand, read_grid, tuned
-    from gofau.train import TrainConfig, identity
+def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tuple[str, bool]]:
+    """Run id -> (stage, picked) for every configuration of ``grid_file``: stage "grid" (the product
+    stage) or "tune" (the runs its picks imply, given the records in ``out``), and whether the run
+    is at a picked setting (:func:`gofau.lab.grid.picks`, the grid runner's own pick)."""
+    from gofau.lab.config import TrainConfig, identity, run_id
+    from gofau.lab.grid import expand, picks, read_grid, tuned
 
     spec = read_grid(grid_file)
     configs = expand(spec)
-    ids = {gresults.config_hash(identity(TrainConfig(**c))): "grid" for c in configs}
+    chosen = picks(spec, configs, out)
+    unseeded = [{k: v for k, v in identity(TrainConfig(**c)).items() if k != "seed"} for c in chosen]
+    ids = {}
+    for c in configs:
+        ident = identity(TrainConfig(**c))
+        ids[run_id(TrainConfig(**c))] = ("grid", {k: v for k, v in ident.items() if k != "seed"} in unseeded)
     for c in tuned(spec, configs, out):
-        ids.setdefault(gresults.config_hash(identity(TrainConfig(**c))), "tune")
+        ids.setdefault(run_id(TrainConfig(**c)), ("tune", True))
     return ids
 
 
 def grid_runs(grid_file: str | Path, out: str | Path = "results") -> pd.DataFrame:
-    """The rows of :func:`gofau.results.load` (one per run) that belong to ``grid_file``, with
-    ``stage`` ("grid" or "tune"). Empty (no columns) when ``out`` holds none of them."""
+    """The rows of :func:`gofau.lab.records.load` (one per run) that belong to ``grid_file``, with
+    ``stage`` ("grid" or "tune") and ``picked`` (see :func:`grid_ids`). Empty (no columns) when
+    ``out`` holds none of them."""
     ids = grid_ids(grid_file, out)
     df = gresults.load(out) if Path(out).exists() else pd.DataFrame()
     if df.empty or not df["id"].isin(ids).any():
         return pd.DataFrame()
     df = df[df["id"].isin(ids)].copy()
-    df["stage"] = df["id"].map(ids)
+    df["stage"] = df["id"].map(lambda i: ids[i][0])
+    df["picked"] = df["id"].map(lambda i: ids[i][1])
     return df.reset_index(drop=True)
 
 
-def picked_runs(runs: pd.DataFrame, by, over: str = "lr", metric: str = "final_test_acc") -> pd.DataFrame:
-    """The finished runs at each group's picked value of ``over``: the value whose product-stage
-    ("grid") run scores the highest ``metric`` (the grid's tune-stage pick, also while some values
-    are still running), with every seed run at it. Adds ``tried``: how many values were finished."""
+def picked_runs(runs: pd.DataFrame, by, over: str = "lr") -> pd.DataFrame:
+    """The finished runs at each group's picked setting (the grid runner's pick, every seed), with
+    ``tried``: how many values of ``over`` the group's product stage finished."""
     by = _by(by)
-    _need(runs, [*by, over, metric, "status", "stage"], "runs")
+    _need(runs, [*by, over, "status", "stage", "picked"], "runs")
     done = runs[runs["status"] == "finished"]
-    keep = []
-    for _, g in done.groupby(by):
-        first = g[g["stage"] == "grid"]
-        if first.empty:
-            continue
-        scores = first[metric].astype(float).where(np.isfinite(first[metric].astype(float)), -np.inf)
-        best = first.loc[scores.idxmax(), over]
-        keep.append(g[g[over] == best].assign(tried=first[over].nunique()))
-    return pd.concat(keep).reset_index(drop=True) if keep else done.iloc[0:0].assign(tried=0)
+    tried = done[done["stage"] == "grid"].groupby(by)[over].nunique().rename("tried")
+    picked = done[done["picked"].astype(bool)]
+    return picked.join(tried, on=by).reset_index(drop=True)
 
 
 def pick_scale(grids: dict[str, str | Path], out: str | Path = "results", scale: str = "auto") -> str | None:
@@ -103,7 +104,7 @@ def pick_scale(grids: dict[str, str | Path], out: str | Path = "results", scale:
 def record_fields(out: str | Path, ids, fields=("n_params", "device_name", "threads", "torch_version", "started",
                                                  "finished", "git_commit")) -> pd.DataFrame:
     """One row per record of ``ids`` in ``out`` with its top-level ``fields`` and the data set's
-    ``dataset``, ``n_train`` and ``n_test`` (what :func:`gofau.results.load` leaves out)."""
+    ``dataset``, ``n_train`` and ``n_test`` (what :func:`gofau.lab.records.load` leaves out)."""
     ids = set(ids)
     rows = []
     for r in gresults.records(out) if Path(out).exists() else []:
@@ -114,7 +115,7 @@ def record_fields(out: str | Path, ids, fields=("n_params", "device_name", "thre
     return pd.DataFrame(rows, columns=["id", *fields, "dataset", "n_train", "n_test"])
 
 
-def provenance(out: str | Path, ids) -> str:
+def describe_records(out: str | Path, ids) -> str:
     """One sentence saying what the records ``ids`` are: how many, which networks at which width,
     data set and subset sizes, epochs, device and threads, torch, and the UTC dates they finished."""
     ids = list(ids)
@@ -246,7 +247,7 @@ def min_mannwhitney_p(n_a: int, n_b: int) -> float:
     return min(1.0, 2 / math.comb(n_a + n_b, n_a))
 
 
-def compare(a, b, test: str = "welch") -> dict:
+def test_difference(a, b, test: str = "welch") -> dict:
     """Two-sided test of a difference between samples ``a`` and ``b`` (e.g. final accuracies over
     seeds): ``welch`` (scipy.stats.ttest_ind, unequal variances) or ``mannwhitney`` (exact U test).
     Returns n_a, n_b, mean_a, mean_b, diff (mean_a - mean_b), statistic, p_value, test, and

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from gofau.provenance import ROOT
+from gofau.lab.provenance import ROOT
 
 NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "tinyimagenet")
 _CACHE_VERSION = 1

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .functions import Function2D
-from .optimizer import GOFAU
-from .rules import RULES as ALL_RULES
+from gofau.lab.functions import Function2D
+from gofau.optimizer import GOFAU
+from gofau.rules import RULES
 
 BASES = {
     "SGD": ("sgd", {}),
@@ -39,7 +39,8 @@ BASES = {
 }
 """Base optimizers by display name: (gofau direction, base hyperparameters)."""
 
-RULES = ("additive", "multiplicative", "hybrid")
+COMPARED_RULES = ("additive", "multiplicative", "hybrid")
+"""The rules the protocol compares by default."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class Method:
     def __post_init__(self):
         if self.base not in BASES:
             raise ValueError(f"base must be one of {sorted(BASES)}, got {self.base!r}")
-        if self.rule not in ALL_RULES:
-            raise ValueError(f"rule must be one of {', '.join(ALL_RULES)}, got {self.rule!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
 
@@ -65,7 +66,7 @@ class Method:
         return GOFAU(groups, direction=direction, rule=self.rule, lr=lrs[0], lr_in=lr_in, gamma=self.gamma, **hyper)
 
 
-def methods(bases=tuple(BASES), rules=RULES, gamma: float = 0.5) -> list[Method]:
+def methods(bases=tuple(BASES), rules=COMPARED_RULES, gamma: float = 0.5) -> list[Method]:
     """Every base with every rule."""
     return [Method(b, r, gamma) for b in bases for r in rules]
 
@@ -140,7 +141,7 @@ def steps_to_tolerance(gap: torch.Tensor, tol: float) -> torch.Tensor:
 
 @dataclass
 class Comparison:
-    """Results of :func:`compare` as tables.
+    """Results of :func:`protocol` as tables.
 
     ``summary``: one row per function and method with the chosen lr and the evaluation scores.
     ``lr_scan``: median final tuning gap at every grid point (what the choice was made from).
@@ -155,7 +156,7 @@ class Comparison:
     settings: dict = field(default_factory=dict)
 
 
-def compare(
+def protocol(
     functions,
     methods,
     *,
@@ -227,7 +228,7 @@ def _paths(key: dict, positions: torch.Tensor) -> list[pd.DataFrame]:
 
 
 def verdicts(summary: pd.DataFrame, reference: str = "additive") -> pd.DataFrame:
-    """Whether each rule beats ``reference`` on each function and base, from a :func:`compare` summary.
+    """Whether each rule beats ``reference`` on each function and base, from a :func:`protocol` summary.
 
     In order: a success rate higher (lower) by at least 0.1 is "better" ("worse"); else, when both
     median step counts are finite, a ratio <= 0.8 is better and >= 1.25 worse; else a finite median

@@ -1,13 +1,13 @@
-"""Run a grid of training runs from a YAML file: ``python -m gofau.grid CONFIG [--out DIR]``.
+"""Run a grid of training runs from a YAML file: ``gofau-grid GRID.yaml [--out DIR]``.
 
-The file has a ``base`` configuration (any :class:`gofau.train.TrainConfig` fields) and either
+The file has a ``base`` configuration (any :class:`gofau.lab.train.TrainConfig` fields) and either
 ``axes`` (a mapping from setting to a list of values: their Cartesian product) or ``grids`` (a list
 of such mappings, each a product of its own; the runs are their union, in order). An optional
-``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks, for each group of finished runs that
-differ only in ``over`` (and seed), the value with the highest final test accuracy among the
-runs with the base seed (once every value has a finished or failed record; a diverged run
-counts as the worst), then runs that value with each listed seed. (The pick uses the test
-split: there is no separate validation split at this scale, which the chapters must say.)
+``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks (:func:`picks`), for each group of runs
+that differ only in ``over``, the value whose run scores best (:func:`score`), once every value has
+a finished or failed record, then runs that value with each listed seed. The chapters read the
+same picks, so they show what was tuned. (The score is the final test accuracy: there is no
+separate validation split at this scale, which the chapters must say.)
 
 Finished runs (a record with the same configuration hash in the output folder) are skipped, so an
 interrupted grid resumes where it stopped. A run that raises is recorded with status "failed" and
@@ -18,15 +18,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import math
 import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gofau import results as gresults
-from gofau.data import ROOT
-from gofau.train import TrainConfig, identity, train, validate
+from gofau.lab import records as gresults
+from gofau.lab.config import TrainConfig, identity, run_id, validate
+from gofau.lab.provenance import ROOT
+from gofau.lab.train import train
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -60,48 +62,65 @@ def expand(spec: dict) -> list[dict]:
     return configs
 
 
-def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
-    """The tune stage's configurations, from the finished records of ``configs`` in ``out``."""
+def score(record: dict | None) -> float:
+    """A tuning run's score: its final test accuracy; -inf when it failed, diverged or is missing."""
+    if not record or record.get("status") != "finished" or not record.get("epochs"):
+        return -math.inf
+    acc = record["epochs"][-1]["test_acc"]
+    return acc if math.isfinite(acc) else -math.inf
+
+
+def picks(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
+    """Per group of ``configs`` that differ only in the tune stage's ``over`` setting and the seed,
+    the configuration at the value of ``over`` whose runs score best on average over their seeds
+    (the first such value on a tie), once every run of the group has a finished or failed record
+    and one has finished. Groups still running, and grids without a tune stage, give none."""
     tune = spec.get("tune")
     if not tune:
         return []
-    over, seeds = tune.get("over", "lr"), tune.get("seeds", [])
-    groups: dict[str, list] = {}
+    over = tune.get("over", "lr")
+    groups: dict[str, dict[str, list]] = {}
     for c in configs:
-        rest = {k: v for k, v in identity(TrainConfig(**c)).items() if k not in (over, "seed")}
-        groups.setdefault(gresults.config_hash(rest), []).append(c)
-    picks = []
-    for members in groups.values():
-        scored, tried = [], 0
-        for c in members:
-            path = gresults.record_path(out, gresults.config_hash(identity(TrainConfig(**c))))
-            if path.is_file():
-                r = gresults.read(path)
-                tried += r.get("status") in ("finished", "failed")
-                if r.get("status") == "finished":
-                    acc = r["epochs"][-1]["test_acc"]
-                    scored.append((acc if math.isfinite(acc) else -math.inf, c))
-        if tried < len(members) or not scored:
-            continue  # not every value tried yet (or none finished): no pick
-        best = max(scored, key=lambda t: t[0])[1]
-        picks.extend({**best, "seed": s} for s in seeds)
-    return picks
+        ident = identity(TrainConfig(**c))
+        rest = {k: v for k, v in ident.items() if k not in (over, "seed")}
+        values = groups.setdefault(gresults.config_hash(rest), {})
+        values.setdefault(json.dumps(ident[over]), []).append(c)
+    chosen = []
+    for values in groups.values():
+        found = {v: [_record(out, c) for c in cs] for v, cs in values.items()}
+        runs = [r for rs in found.values() for r in rs]
+        if any(r is None or r.get("status") not in ("finished", "failed") for r in runs) or not any(
+                r.get("status") == "finished" for r in runs):
+            continue  # not every value tried yet
+        mean = {v: sum(score(r) for r in rs) / len(rs) for v, rs in found.items()}
+        best = max(mean, key=mean.get)
+        chosen.append(values[best][0])
+    return chosen
+
+
+def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
+    """The tune stage's configurations: each of :func:`picks` with each of the tune stage's seeds."""
+    return [{**c, "seed": s} for c in picks(spec, configs, out) for s in (spec.get("tune") or {}).get("seeds", [])]
+
+
+def _record(out, config: dict) -> dict | None:
+    path = gresults.record_path(out, run_id(TrainConfig(**config)))
+    return gresults.read(path) if path.is_file() else None
 
 
 def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, dict | None]:
     """Train one configuration; ("skipped" | "finished" | "failed", record)."""
     cfg = TrainConfig(**{**config, "out": str(out), "force": force})
-    ident = identity(cfg)
-    run_id = gresults.config_hash(ident)
-    if not force and gresults.finished(out, run_id):
-        return "skipped", gresults.read(gresults.record_path(out, run_id))
+    rid = run_id(cfg)
+    if not force and gresults.finished(out, rid):
+        return "skipped", gresults.read(gresults.record_path(out, rid))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
         return "finished", train(cfg)
     except KeyboardInterrupt:
         raise
     except Exception as e:
-        record = dict(id=run_id, status="failed", config=ident, seed=cfg.seed, epochs=[], started=started,
+        record = dict(id=rid, status="failed", config=identity(cfg), seed=cfg.seed, epochs=[], started=started,
                       error=_relative(f"{type(e).__name__}: {e}"), traceback=_relative(traceback.format_exc(limit=5)))
         gresults.save(record, out, force=True)
         print(f"run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -147,7 +166,7 @@ def _brief(c: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gofau.grid", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="gofau-grid", description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="YAML grid file")
     p.add_argument("--out", default="results", help="folder for the JSON records")
     p.add_argument("--force", action="store_true", help="rerun finished runs")

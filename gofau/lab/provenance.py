@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository holding the gofau package (editable install)
+ROOT = Path(__file__).resolve().parents[2]  # the repository holding the gofau package (editable install)
 
 
 def git_commit() -> str | None:

@@ -1,0 +1,324 @@
+"""What the book's chapters share: records loading, one figure theme and palette, HTML tables,
+glued numbers, papermill parameter checking, data and repository paths, environment.
+
+A results chapter reads one grid's records with :func:`load`, sets the figure style once with
+:func:`theme` (seaborn; every rule and optimizer keeps the colour and marker of :data:`RULE_STYLE`
+and :data:`OPTIMIZER_STYLE` in every chapter), shows tables through :func:`table`, and puts numbers
+into its Markdown prose with ``myst_nb.glue`` (:func:`interval` formats a difference with its CI).
+
+Chapters are papermill notebooks. Papermill inserts a cell tagged ``injected-parameters``
+right after the cell tagged ``parameters`` and only *warns* about names the notebook does
+not define, so a mistyped ``-p semed 3`` would silently run with the default seed. The cell
+after the parameters cell therefore calls :func:`check_parameters`, which compares the two
+cells and raises.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gofau.lab.provenance import ROOT
+
+INJECTED_HEADER = "# Parameters"  # papermill's first line of the injected-parameters cell
+
+
+def repo_root() -> Path:
+    """The repository root: the folder holding the ``gofau`` package (editable install)."""
+    return ROOT
+
+
+def data_dir(name: str | None = None) -> Path:
+    """The offline data folder (:func:`gofau.lab.data.default_data_dir`), or the file ``name`` in it.
+
+    Raises FileNotFoundError saying where it looked and how to provide the data.
+    """
+    from gofau.lab.data import default_data_dir
+
+    folder = default_data_dir()
+    source = "GOFAU_DATA" if "GOFAU_DATA" in os.environ else \
+        "the default <repo root>/../shared/data (GOFAU_DATA is unset)"
+    target = folder / name if name else folder
+    if not target.exists():
+        raise FileNotFoundError(
+            f"data not found: {target} (looked in {folder}, from {source}). "
+            "Put the data set archives (e.g. cifar10-jpeg.tar.gz) in one folder and set "
+            "GOFAU_DATA=/path/to/that/folder; see README.md, section 'Image experiments'."
+        )
+    return target
+
+
+def _assignments(source: str, what: str) -> dict[str, ast.expr]:
+    """Names assigned at top level in a cell's source, with their value expressions."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ValueError(f"the {what} cell is not valid Python: {err}") from None
+    found: dict[str, ast.expr] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else [])
+        for target in targets:
+            if isinstance(target, ast.Name):
+                found[target.id] = node.value
+    return found
+
+
+def _literal(expr: ast.expr):
+    try:
+        return True, ast.literal_eval(expr)
+    except (ValueError, TypeError, SyntaxError):
+        return False, None
+
+
+def _type_ok(default, given) -> bool:
+    """Whether ``given`` may replace ``default``: bool for bool, int for int, a number for float,
+    str for str, list or tuple for a sequence; a None default accepts anything."""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(given, bool)
+    if isinstance(default, int):
+        return isinstance(given, int) and not isinstance(given, bool)
+    if isinstance(default, float):
+        return isinstance(given, (int, float)) and not isinstance(given, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(given, (list, tuple))
+    return isinstance(given, type(default))
+
+
+def compare_parameters(parameters_source: str, injected_source: str) -> dict:
+    """Check papermill's injected assignments against the parameters cell's defaults.
+
+    Every injected name must be assigned in the parameters cell (else ValueError naming it and
+    listing the accepted names), and a literal value must have the default's type (else
+    TypeError). Returns the injected literal values by name.
+    """
+    defaults = _assignments(parameters_source, "parameters")
+    injected = _assignments(injected_source, "injected-parameters")
+    unknown = sorted(set(injected) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"unknown notebook parameter(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(defaults)) or '(none: no cell is tagged parameters)'}"
+        )
+    values = {}
+    for name, expr in injected.items():
+        known, given = _literal(expr)
+        has_default, default = _literal(defaults[name])
+        if known and has_default and not _type_ok(default, given):
+            raise TypeError(
+                f"notebook parameter {name}={given!r} is a {type(given).__name__}; "
+                f"its default {default!r} is a {type(default).__name__}"
+            )
+        if known:
+            values[name] = given
+    return values
+
+
+def check_parameters() -> None:
+    """Call in the cell right after the ``parameters`` cell.
+
+    Reads the kernel's input history: when the previous cell is papermill's injected cell
+    (it starts with ``# Parameters``), its names are checked against the cell before it with
+    :func:`compare_parameters`. Without injection (book build, JupyterLab) there is nothing to check.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("check_parameters() runs inside a Jupyter kernel (IPython)")
+    history = shell.user_ns["In"]  # history[-1] is the cell calling this function
+    if len(history) >= 3 and history[-2].lstrip().startswith(INJECTED_HEADER):
+        compare_parameters(history[-3], history[-2])
+
+
+def environment() -> dict[str, str]:
+    """The software and hardware a page was executed with: Python, torch, device, commit."""
+    import torch
+
+    from gofau.lab.provenance import device_name, git_commit
+
+    return {
+        "Python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "device": device_name("cuda" if torch.cuda.is_available() else "cpu"),
+        "torch threads": str(torch.get_num_threads()),
+        "platform": platform.platform(),
+        "gofau commit": git_commit() or "unknown",
+    }
+
+
+# ---------------------------------------------------------------- figures: one theme, one palette
+
+# Okabe and Ito's colour-blind-safe palette; each rule and each optimizer keeps its colour and marker.
+RULE_STYLE = {
+    "additive": dict(color="#0072B2", marker="o"),        # blue
+    "multiplicative": dict(color="#E69F00", marker="s"),  # orange
+    "hybrid": dict(color="#009E73", marker="^"),          # bluish green
+    "power": dict(color="#CC79A7", marker="D"),           # reddish purple
+    "proportional": dict(color="#56B4E9", marker="v"),    # sky blue
+}
+OPTIMIZER_STYLE = {
+    "sgd": dict(color="#000000", marker="o"),      # black
+    "adam": dict(color="#D55E00", marker="s"),     # vermillion
+    "adagrad": dict(color="#999999", marker="^"),  # grey
+    "rmsprop": dict(color="#F0E442", marker="D"),  # yellow
+}
+SEQUENTIAL = "viridis"
+"""The colour map for an ordered setting (gamma, depth, initial scale)."""
+FIGURE_WIDTH = 7.0
+"""Inches: the width of the book's text column at the theme's 110 dpi."""
+
+
+def theme() -> None:
+    """The book's figure style: seaborn's whitegrid, fonts sized for the page width, no legend frame."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.85,
+                  palette=[s["color"] for s in RULE_STYLE.values()],
+                  rc={"figure.figsize": (FIGURE_WIDTH, 3.2), "figure.dpi": 110, "legend.frameon": False,
+                      "axes.titlesize": "medium", "savefig.bbox": "tight"})
+
+
+def palette(kind: str, names) -> dict:
+    """``{name: colour}`` for seaborn's ``palette=``; ``kind`` is "rule" or "optimizer"."""
+    return {n: _styles(kind)[n]["color"] for n in names}
+
+
+def markers(kind: str, names) -> dict:
+    """``{name: marker}`` for seaborn's ``markers=``; ``kind`` is "rule" or "optimizer"."""
+    return {n: _styles(kind)[n]["marker"] for n in names}
+
+
+def _styles(kind):
+    styles = {"rule": RULE_STYLE, "optimizer": OPTIMIZER_STYLE}
+    if kind not in styles:
+        raise ValueError(f"kind must be one of {sorted(styles)}, got {kind!r}")
+    return styles[kind]
+
+
+def ordered(kind: str, names) -> list:
+    """The names that occur in ``names``, in the book's fixed order of rules or optimizers."""
+    present = set(names)
+    return [n for n in _styles(kind) if n in present]
+
+
+# ---------------------------------------------------------------- tables and numbers in prose
+
+class Table:
+    """A table shown as HTML in the book and JupyterLab, and as plain text elsewhere (nbval
+    compares the text, so it must not change between runs)."""
+
+    def __init__(self, df, formats: dict | str | None = None, name: str = "table"):
+        self.df = df
+        self.formats = formats
+        self.name = name
+
+    def _repr_html_(self):
+        styler = self.df.style.format(self.formats, na_rep="–").set_uuid(self.name)
+        return styler.set_table_attributes('class="gofau-table"').to_html()
+
+    def __repr__(self):
+        if self.formats is None:
+            return self.df.to_string()
+        fmt = self.formats
+        return self.df.to_string(formatters={c: (fmt if isinstance(fmt, str) else fmt[c]).format
+                                             for c in self.df.columns if isinstance(fmt, str) or c in fmt})
+
+
+def table(df, formats: dict | str | None = None, name: str = "table") -> Table:
+    """``df`` as a :class:`Table`; ``formats`` is a format string for every column or a dict of
+    them per column (e.g. ``{"accuracy (%)": "{:.1f}"}``); ``name`` keeps the HTML ids stable."""
+    return Table(df, formats, name)
+
+
+def interval(estimate: float, low: float, high: float, unit: str = "points", digits: int = 1) -> str:
+    """"+0.4 points (95% CI -0.2 to +1.0)": a signed estimate with its interval, for glued prose."""
+    f = f"{{:+.{digits}f}}"
+    return f"{f.format(estimate)} {unit} (95% CI {f.format(low)} to {f.format(high)})".replace("-", "\u2212")
+
+
+def glue(name: str, value) -> None:
+    """``myst_nb.glue(name, value, display=False)``: the value for ``{glue:text}`name``` in the prose."""
+    from myst_nb import glue as _glue
+
+    _glue(name, value, display=False)
+
+
+# ---------------------------------------------------------------- a grid's records
+
+SCALE_NAMES = {"gpu": "full-scale GPU runs", "cpu": "reduced-scale CPU runs"}
+
+
+@dataclass
+class Records:
+    """One grid's records as a chapter reads them (see :func:`load`)."""
+
+    scale: str | None   # the key of ``grids`` shown, or None when no grid has records
+    grid: str | None    # its grid file, relative to the repository root
+    out: Path           # the records folder
+    runs: "pd.DataFrame"    # one row per recorded run of the grid, with ``stage`` and ``picked``
+    epochs: "pd.DataFrame"  # one row per (finished run, epoch), with the run's settings
+    commands: dict          # scale -> the command that makes its records
+
+    @property
+    def empty(self) -> bool:
+        """True when the grid has no finished run yet."""
+        return self.runs.empty
+
+    @property
+    def finished(self):
+        return self.runs[self.runs["status"] == "finished"]
+
+    @property
+    def scale_name(self) -> str:
+        return SCALE_NAMES.get(self.scale, str(self.scale))
+
+    def picked(self, by):
+        """The finished runs at each group's tuned setting (every seed); see :func:`analysis.picked_runs`."""
+        from gofau.lab import analysis
+        return analysis.picked_runs(self.runs, by)
+
+    def where(self, ids=None) -> str:
+        """What the records ``ids`` (default: every finished run) are: networks, data, device, dates."""
+        from gofau.lab import analysis
+        return analysis.describe_records(self.out, self.finished["id"] if ids is None else ids)
+
+    def info(self, ids=None):
+        """Per record: parameters, device, threads, torch, dates, data set and its sizes."""
+        from gofau.lab import analysis
+        return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
+
+    def missing(self):
+        """A note saying that there are no records yet, and the commands that make them."""
+        from IPython.display import Markdown
+
+        lines = [f"**No records yet.** `{self.out.name}/` holds no finished run of this chapter's grids. "
+                 "They come from:", ""]
+        lines += [f"- {SCALE_NAMES.get(k, k)}: `{c}`" for k, c in self.commands.items()]
+        return Markdown("\n".join(lines))
+
+
+def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results") -> Records:
+    """The records of one of ``grids`` (scale name -> grid file relative to the repository root,
+    largest scale first) in ``results_dir``: ``scale`` itself, or with "auto" the first grid that has
+    a finished run. Paths are resolved from the repository root, so a chapter runs from any folder."""
+    import pandas as pd
+
+    from gofau.lab import analysis
+    from gofau.lab import records as R
+
+    out = ROOT / results_dir
+    commands = {k: f"gofau-grid {v} --out {results_dir}" for k, v in grids.items()}
+    shown = analysis.pick_scale({k: ROOT / v for k, v in grids.items()}, out, scale)
+    runs = analysis.grid_runs(ROOT / grids[shown], out) if shown else pd.DataFrame()
+    if runs.empty or not (runs["status"] == "finished").any():
+        return Records(shown, grids.get(shown), out, pd.DataFrame(), pd.DataFrame(), commands)
+    epochs = R.load_epochs(out)
+    epochs = epochs[epochs["id"].isin(runs.loc[runs["status"] == "finished", "id"])].reset_index(drop=True)
+    return Records(shown, grids[shown], out, runs, epochs, commands)

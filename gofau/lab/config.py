@@ -1,0 +1,141 @@
+"""The settings of one training run, their checks, and the run's identity.
+
+:class:`TrainConfig` holds every setting with its default (the one place defaults live; the
+command line and grid files are built from it). :func:`identity` keeps the settings that determine
+a run's numbers, normalised, and :func:`run_id` hashes them: two configurations with the same id
+give the same record. Rule and direction names come from the optimizer's own registries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gofau.directions import DIRECTIONS
+from gofau.lab import data as gdata
+from gofau.lab import models
+from gofau.lab.records import config_hash
+from gofau.rules import RULES
+
+SCHEDULES = ("none", "cosine", "linear")
+CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimizer=tuple(DIRECTIONS),
+               rule=tuple(RULES), schedule=SCHEDULES)
+"""The accepted values of each setting that takes a name."""
+
+# Settings that do not change a run's numbers: left out of its identity (hash) and record config.
+RUN_CONTROL = ("data_dir", "cache_dir", "download", "out", "force", "checkpoint_dir", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; the fields outside RUN_CONTROL define the run and its record's hash."""
+
+    dataset: str = "cifar10-jpeg"
+    arch: str = "resnet9"
+    width: float = 1.0
+    init: str = "default"
+    init_scale: float = 1.0
+    optimizer: str = "sgd"
+    rule: str = "additive"
+    lr: float = 0.05
+    lr_in: float = 1.0
+    lr_out: float | None = None
+    gamma: float = 0.5
+    momentum: float = 0.9          # sgd and rmsprop only (recorded as None for adam and adagrad)
+    nesterov: bool = False          # sgd only
+    weight_decay: float = 5e-4
+    bias_rule: str | None = None    # a separate rule for biases and norm parameters (None: same as rule)
+    bias_lr: float | None = None    # their lr (None: lr)
+    schedule: str = "none"
+    warmup: float = 0.2
+    label_smoothing: float = 0.0
+    augment: bool = True
+    epochs: int = 1
+    batch_size: int = 128
+    seed: int = 0
+    limit: int | None = None        # first N training images of a fixed permutation (seed 0)
+    test_limit: int | None = None   # likewise for the test set
+    device: str = "auto"
+    compile: bool = False
+    grad_stats_every: int = 0       # record per-tensor gradient-flow statistics every N steps (0: off)
+    threads: int | None = None      # torch.set_num_threads on CPU (None: leave as is)
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    download: bool = False
+    out: str | None = "results"
+    force: bool = False
+    checkpoint_dir: str | None = "checkpoints"
+    progress: bool = True
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ValueError/TypeError naming the setting and its accepted range."""
+    for name, ok in CHOICES.items():
+        if getattr(cfg, name) not in ok:
+            raise ValueError(f"{name} must be one of {ok}, got {getattr(cfg, name)!r}")
+    if cfg.bias_rule is not None and cfg.bias_rule not in RULES:
+        raise ValueError(f"bias_rule must be None or one of {CHOICES['rule']}, got {cfg.bias_rule!r}")
+    for name in ("epochs", "batch_size"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in ("limit", "test_limit", "threads"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} must be None or an integer >= 1, got {v!r}")
+    if not isinstance(cfg.grad_stats_every, int) or cfg.grad_stats_every < 0:
+        raise ValueError(f"grad_stats_every must be an integer >= 0, got {cfg.grad_stats_every!r}")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    for name in ("lr", "lr_in", "weight_decay", "momentum", "label_smoothing") + tuple(
+            n for n in ("lr_out", "bias_lr") if getattr(cfg, n) is not None):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or math.isinf(v):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    for name in ("gamma", "warmup"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    if not (isinstance(cfg.width, (int, float)) and cfg.width > 0):
+        raise ValueError(f"width must be a number > 0, got {cfg.width!r}")
+
+
+def identity(cfg: TrainConfig) -> dict:
+    """The settings that determine the run's numbers, normalised (settings a choice ignores are None,
+    ``device`` reduced to its type), so equal runs get equal hashes."""
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_CONTROL}
+    d["device"] = resolve_device(cfg.device).type
+    if cfg.optimizer not in ("sgd", "rmsprop"):
+        d["momentum"] = None
+    if cfg.optimizer != "sgd":
+        d["nesterov"] = None
+    if cfg.rule != "hybrid" and cfg.bias_rule != "hybrid":
+        d["gamma"] = d["lr_out"] = None
+    if cfg.rule == "additive" and cfg.bias_rule in (None, "additive"):
+        d["lr_in"] = None
+    if cfg.bias_rule is None:
+        d["bias_lr"] = None
+    if cfg.schedule != "linear":
+        d["warmup"] = None
+    if cfg.init != "scaled":
+        d["init_scale"] = None
+    if d["device"] == "cuda":
+        d["threads"] = None
+    for k in ("lr", "lr_in", "lr_out", "gamma", "momentum", "weight_decay", "width", "bias_lr", "warmup",
+              "init_scale", "label_smoothing"):
+        if d[k] is not None:
+            d[k] = float(d[k])
+    return d
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """The run's id: the hash of its :func:`identity`; the record is ``<out>/<id>.json``."""
+    return config_hash(identity(cfg))

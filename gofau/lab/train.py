@@ -1,0 +1,351 @@
+"""Train an image classifier with a GOFAU optimizer and record the run: ``train(config) -> record``.
+
+Command line: ``gofau-train --dataset cifar10-jpeg --arch resnet9 --width 0.25 --limit 2000
+--optimizer sgd --rule hybrid --lr 0.05 --epochs 1`` (``--help`` lists every setting).
+
+The whole data set sits on the device as uint8; each epoch draws its order and augmentation
+(random crop after 4-pixel zero padding, horizontal flip) from a CPU generator seeded by
+(seed, epoch), so a run is a pure function of its configuration on CPU, and a run resumed from a
+checkpoint repeats the numbers of an uninterrupted one. On CUDA: bf16 autocast, channels_last, and
+optionally torch.compile; on CPU float32. Loss: cross-entropy with optional label smoothing.
+The learning rate follows ``schedule`` per step: "none" (constant), "cosine" (cos decay to 0),
+or "linear" (linear warm-up over the first ``warmup`` fraction of steps, then linear decay to 0).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import gofau
+from gofau.lab import data as gdata
+from gofau.lab import models, provenance
+from gofau.lab import records as gresults
+from gofau.lab.config import CHOICES, TrainConfig, identity, resolve_device, run_id, validate
+
+SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 0.964)
+GRAD_COLUMNS = ("step", "epoch", "param", "numel", "grad_norm", "update_norm", "param_norm", "rel_update",
+                "saturated")
+GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this module was imported
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """gofau.GOFAU with the configured direction, rule and base hyperparameters."""
+    base = {}
+    if cfg.optimizer == "sgd":
+        base = dict(momentum=cfg.momentum, nesterov=cfg.nesterov)
+    elif cfg.optimizer == "rmsprop":
+        base = dict(momentum=cfg.momentum)
+    params = model.parameters()
+    if cfg.bias_rule is not None:
+        params = gofau.param_groups(model, select="bias_and_norm", rule=cfg.bias_rule,
+                                    lr=cfg.lr if cfg.bias_lr is None else cfg.bias_lr)
+    lr_out = cfg.lr_out if cfg.rule == "hybrid" or cfg.bias_rule == "hybrid" else None
+    return gofau.GOFAU(params, direction=cfg.optimizer, rule=cfg.rule, lr=cfg.lr, lr_in=cfg.lr_in, lr_out=lr_out,
+                       gamma=cfg.gamma, weight_decay=cfg.weight_decay, **base)
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int):
+    """Per-step multiplier of every group's lr (LambdaLR)."""
+    if cfg.schedule == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    if cfg.schedule == "linear":
+        warm = max(1, round(cfg.warmup * total_steps)) if cfg.warmup > 0 else 0
+
+        def f(s):
+            if s < warm:
+                return (s + 1) / warm
+            return max(0.0, (total_steps - s) / max(1, total_steps - warm))
+        return f
+    return lambda s: 1.0
+
+
+
+def _grad_stats_step(model, opt, step, epoch, rows):
+    """One optimizer step that also appends, per parameter tensor: gradient norm, update norm
+    |theta_{t+1} - theta_t|, parameter norm |theta_t|, relative update (their ratio) and the fraction
+    of entries with |eta_in u| > SATURATION, u observed through the optimizer's direction hook."""
+    named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+    before = {n: p.detach().clone() for n, p in named}
+    saturated = {}
+
+    def observe(opt, group, params, u):
+        for p, ui in zip(params, u):
+            saturated[p] = float(((ui * group["lr_in"]).abs() > SATURATION).float().mean())
+
+    handle = opt.register_direction_hook(observe)
+    try:
+        opt.step()
+    finally:
+        handle.remove()
+    for n, p in named:
+        pn = before[n].float().norm().item()
+        un = (p.detach() - before[n]).float().norm().item()
+        rows.append([step, epoch, n, p.numel(), p.grad.float().norm().item(), un, pn,
+                     un / pn if pn > 0 else float("nan"), saturated.get(p, float("nan"))])
+
+
+def evaluate(model, x, y, mean, std, device, batch_size=256):
+    """(mean cross-entropy, accuracy) over (x, y) without augmentation."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad(), _autocast(device):
+        for xb, yb in gdata.batches(x, y, batch_size):
+            out = model(_prepare(xb, mean, std, device)).float()
+            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+    return loss_sum / len(y), correct / len(y)
+
+
+def _autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare(xb, mean, std, device):
+    x = gdata.normalize(xb, mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@dataclass
+class _Run:
+    """What one run holds while it trains."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: tuple  # train_x, train_y, test_x, test_y, mean, std (on the device)
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, compiled when cfg.compile
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    record: dict
+    checkpoint: Path | None
+    steps_per_epoch: int
+
+
+def _setup(cfg: TrainConfig, rid: str) -> _Run:
+    """Data on the device, the seeded model, optimizer and schedule, and a fresh record."""
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ds = gdata.subset(gdata.load(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.download), cfg.limit, cfg.test_limit)
+    mean, std = ds.mean_std()
+    data = tuple(t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y, mean, std))
+    torch.manual_seed(cfg.seed)
+    model = models.build(cfg.arch, ds.num_classes, cfg.width, ds.image_size, cfg.init, cfg.init_scale).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(cfg, model)
+    steps_per_epoch = math.ceil(len(ds.train_y) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps_per_epoch * cfg.epochs))
+    record = dict(id=rid, status="running", config=identity(cfg), seed=cfg.seed, epochs=[],
+                  dataset=ds.identity, num_classes=ds.num_classes, image_size=ds.image_size,
+                  n_params=sum(p.numel() for p in model.parameters()), device_name=provenance.device_name(device),
+                  threads=torch.get_num_threads() if device.type == "cpu" else None,
+                  torch_version=torch.__version__, gofau_version=gofau.__version__, git_commit=GIT_COMMIT,
+                  python_version=platform.python_version(),
+                  started=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_time_s=0.0)
+    if cfg.grad_stats_every:
+        record["grad_stats"] = dict(every=cfg.grad_stats_every, saturation_threshold=SATURATION,
+                                    columns=list(GRAD_COLUMNS), rows=[])
+    checkpoint = Path(cfg.checkpoint_dir) / f"{rid}.pt" if cfg.checkpoint_dir else None
+    return _Run(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched, record,
+                checkpoint, steps_per_epoch)
+
+
+def _resume(run: _Run) -> int:
+    """Loads the run's checkpoint, if there is one; returns the number of epochs already done."""
+    if run.checkpoint is None or not run.checkpoint.is_file():
+        return 0
+    state = torch.load(run.checkpoint, map_location=run.device, weights_only=False)
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    run.record = state["record"]
+    done = len(run.record["epochs"])
+    run.record.setdefault("resumed_at_epochs", []).append(done)
+    return done
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """One pass over the training images in the order seeded by (seed, epoch); the epoch's mean
+    training loss and accuracy, and its training time."""
+    cfg, model, opt = run.cfg, run.model, run.opt
+    train_x, train_y, _, _, mean, std = run.data
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    bar = _progress(cfg, run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+    step = epoch * run.steps_per_epoch
+    for i, (xb, yb) in enumerate(gdata.batches(train_x, train_y, cfg.batch_size, gen)):
+        if cfg.augment:
+            xb = gdata.augment(xb, gen)
+        with _autocast(run.device):
+            out = run.forward(_prepare(xb, mean, std, run.device))
+            loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_stats_every and step % cfg.grad_stats_every == 0:
+            _grad_stats_step(model, opt, step, epoch + 1, run.record["grad_stats"]["rows"])
+        else:
+            opt.step()
+        run.sched.step()
+        step += 1
+        loss_sum += loss.detach() * len(yb)
+        correct += (out.argmax(1) == yb).sum()
+        if bar is not None:
+            if i % 10 == 0 or i == run.steps_per_epoch - 1:
+                n = min((i + 1) * cfg.batch_size, len(train_y))
+                bar.set_postfix(loss=f"{loss_sum.item() / n:.3f}", acc=f"{correct.item() / n:.3f}")
+            bar.update(1)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    if bar is not None:
+        bar.close()
+    n = len(train_y)
+    t_train = time.perf_counter() - t0
+    return dict(epoch=epoch + 1, train_loss=loss_sum.item() / n, train_acc=correct.item() / n,
+                train_time_s=t_train, train_images_per_s=n / t_train)
+
+
+def _test_epoch(run: _Run, ep: dict) -> dict:
+    """Adds the test loss and accuracy, the lr at the epoch's end and the timings to ``ep``."""
+    _, _, test_x, test_y, mean, std = run.data
+    t1 = time.perf_counter()
+    test_loss, test_acc = evaluate(run.model, test_x, test_y, mean, std, run.device)
+    t_eval = time.perf_counter() - t1
+    ep = dict(epoch=ep["epoch"], train_loss=ep["train_loss"], train_acc=ep["train_acc"], test_loss=test_loss,
+              test_acc=test_acc, lr_end=run.opt.param_groups[0]["lr"], epoch_time_s=ep["train_time_s"] + t_eval,
+              train_time_s=ep["train_time_s"], train_images_per_s=ep["train_images_per_s"],
+              eval_images_per_s=len(test_y) / t_eval)
+    if not math.isfinite(ep["train_loss"]):
+        ep["diverged"] = True
+    if run.cfg.progress:
+        print(f"epoch {ep['epoch']}/{run.cfg.epochs}: test accuracy {test_acc:.3f}, loss {test_loss:.3f}",
+              file=sys.stderr)
+    return ep
+
+
+def _save_checkpoint(run: _Run) -> None:
+    if run.checkpoint is None:
+        return
+    run.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run.checkpoint.with_suffix(f".tmp{os.getpid()}")
+    torch.save(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(),
+                    record=run.record), tmp)
+    os.replace(tmp, run.checkpoint)
+
+
+def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
+    """Run (or resume) one training run and return its record; it is also saved under ``config.out``
+    unless that is None. A finished record with the same configuration is returned as is, without
+    training, unless ``force``. ``on_epoch_end(epoch, record)`` is called after each epoch's
+    checkpoint is written (tests use it to interrupt a run)."""
+    cfg = TrainConfig(**config) if isinstance(config, dict) else config
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
+    validate(cfg)
+    rid = run_id(cfg)
+    if cfg.out is not None and not cfg.force and gresults.finished(cfg.out, rid):
+        return gresults.read(gresults.record_path(cfg.out, rid))
+    run = _setup(cfg, rid)
+    start = _resume(run)
+    t_run = time.perf_counter() - run.record["wall_time_s"]
+    for epoch in range(start, cfg.epochs):
+        run.record["epochs"].append(_test_epoch(run, _train_epoch(run, epoch)))
+        run.record["wall_time_s"] = time.perf_counter() - t_run
+        _save_checkpoint(run)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, run.record)
+    record = run.record
+    record.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  wall_time_s=time.perf_counter() - t_run)
+    if cfg.out is not None:
+        gresults.save(record, cfg.out, force=True)
+    if run.checkpoint is not None and run.checkpoint.is_file():
+        run.checkpoint.unlink()
+    return record
+
+
+def _progress(cfg, total, desc):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=True, file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------- command line
+
+def _optional(kind):
+    def parse(text):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_HELP = dict(
+    dataset="data set: " + ", ".join(gdata.NAMES), arch="model: " + ", ".join(models.ARCHS),
+    width="channel multiplier of every layer", init="weight init: " + ", ".join(models.INITS),
+    init_scale="factor for --init scaled", optimizer="base optimizer (direction)", rule="update rule",
+    lr="eta (additive, hybrid) or eta_out (multiplicative)", lr_in="eta_in inside the tanh",
+    lr_out="the hybrid's eta_out (none: lr)", gamma="the hybrid's weight of the multiplicative term",
+    momentum="SGD/RMSprop momentum", weight_decay="L2 added to the gradient",
+    bias_rule="rule for biases and norm parameters (none: --rule)", bias_lr="their lr (none: --lr)",
+    schedule="per-step lr schedule: none, cosine, linear (warm-up then decay)",
+    warmup="warm-up fraction of steps for --schedule linear", limit="train on the first N images of a fixed permutation",
+    test_limit="test on the first N images of a fixed permutation", device="auto, cpu, cuda, cuda:1, ...",
+    compile="torch.compile the model", grad_stats_every="record gradient-flow statistics every N steps (0: off)",
+    threads="CPU threads (torch.set_num_threads)", data_dir="data folder (default $GOFAU_DATA or ../shared/data)",
+    cache_dir="decoded-tensor cache (default $GOFAU_CACHE or .cache/)", download="download CIFAR if missing",
+    out="folder for the JSON record (none: do not save)", force="rerun and overwrite a finished record",
+    checkpoint_dir="per-epoch checkpoints for resuming (none: off)", progress="tqdm progress bars",
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gofau-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"float": float, "int": int, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=_HELP.get(f.name))
+        else:
+            optional = "None" in str(f.type)
+            p.add_argument(flag, type=_optional(kind) if optional else kind, default=f.default,
+                           choices=CHOICES.get(f.name),
+                           help=_HELP.get(f.name, ""))
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    cfg = TrainConfig(**vars(args))
+    try:
+        record = train(cfg)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    last = record["epochs"][-1]
+    print(json.dumps(dict(id=record["id"], test_acc=round(last["test_acc"], 4),
+                          train_loss=round(last["train_loss"], 4), wall_time_s=round(record["wall_time_s"], 1))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
