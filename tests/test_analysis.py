@@ -233,3 +233,51 @@ def test_plot_bands_draws_one_line_and_band_per_group():
 def test_depth_table_orders_architectures():
     assert sorted(A.DEPTH, key=A.DEPTH.get) == ["resnet9", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
     assert math.isclose(A.DEPTH["resnet101"] / A.DEPTH["resnet18"], 101 / 18)
+
+
+# ---------------------------------------------------------------- paired statistics
+
+def test_paired_difference_known_answers():
+    r = A.paired_difference([1, 2, 3, 4, 5], [0, 0, 0, 0, 0])
+    assert r["n"] == 5 and r["diff"] == 3.0
+    assert r["p"] == pytest.approx(2 / 2**5)  # all five differences positive: the exact test's floor
+    assert r["lo"] < 3.0 < r["hi"] and r["lo"] >= 1 and r["hi"] <= 5
+    same = A.paired_difference([3, 4, 5], [1, 2, 3])  # every difference is 2: no spread to resample
+    assert (same["lo"], same["diff"], same["hi"]) == (2.0, 2.0, 2.0)
+    assert A.paired_difference([1, 2], [1, 2])["p"] == 1.0
+    # the pairing matters: a shift hidden by a large between-seed spread is still found
+    base = np.array([10.0, 50.0, 30.0, 70.0, 90.0, 20.0])
+    assert A.paired_difference(base + 1, base)["p"] == pytest.approx(2 / 2**6)
+    assert A.test_difference(base + 1, base)["p_value"] > 0.9
+
+
+def test_paired_difference_refuses_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        A.paired_difference([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        A.paired_difference([1], [2])
+    with pytest.raises(ValueError, match="n_boot"):
+        A.paired_difference([1, 2], [2, 3], n_boot=10)
+
+
+def test_holm_by_hand():
+    # sorted: 0.01*4 = 0.04, 0.03*3 = 0.09, 0.04*2 = 0.08 -> 0.09 (monotone), 0.5*1 = 0.5
+    assert A.holm([0.01, 0.04, 0.03, 0.5]).tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert A.holm([0.3, 0.6]).tolist() == pytest.approx([0.6, 0.6])
+    with pytest.raises(ValueError, match="p_values"):
+        A.holm([0.1, 1.5])
+
+
+def test_paired_comparisons_pairs_on_seed_and_corrects_the_family():
+    rows = []
+    for seed in range(7):
+        rows += [dict(optimizer="sgd", rule="additive", seed=seed, acc=0.5 + 0.05 * seed),
+                 dict(optimizer="sgd", rule="hybrid", seed=seed, acc=0.52 + 0.05 * seed),  # +0.02 every seed
+                 dict(optimizer="sgd", rule="multiplicative", seed=seed, acc=0.5 + 0.05 * seed + (-1) ** seed * 0.01)]
+    rows.append(dict(optimizer="sgd", rule="hybrid", seed=9, acc=0.9))  # no additive partner: left out
+    t = A.paired_comparisons(pd.DataFrame(rows), ["optimizer", "rule"], {"rule": "additive"}, metric="acc")
+    assert list(t.index) == [("sgd", "hybrid"), ("sgd", "multiplicative")]
+    hyb, mul = t.loc[("sgd", "hybrid")], t.loc[("sgd", "multiplicative")]
+    assert hyb["n"] == 7 and hyb["diff"] == pytest.approx(0.02) and hyb["p"] == pytest.approx(2 / 2**7)
+    assert abs(mul["diff"]) < 0.002 and mul["p"] > 0.5 and not mul["significant"]
+    assert hyb["p_holm"] == pytest.approx(2 * hyb["p"]) and bool(hyb["significant"])

@@ -273,6 +273,76 @@ def test_difference(a, b, test: str = "welch") -> dict:
                 min_p=min_p)
 
 
+def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Paired comparison of samples ``a`` and ``b`` (a[k] and b[k] share seed k): ``n`` pairs, the
+    mean difference ``diff`` = mean(a - b), its 95% percentile-bootstrap interval ``lo``..``hi``
+    (``n_boot`` resamples of the pairs, generator seeded by ``seed``), and the two-sided exact
+    Wilcoxon signed-rank ``p`` (scipy's default: exact without ties or zeros for n <= 50, else the
+    normal approximation; 1.0 when every difference is zero). With n pairs and no ties the
+    smallest possible p is 2 / 2^n (0.0625 for 5 pairs)."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must be one-dimensional samples of finite numbers of the same length")
+    if len(a) < 2:
+        raise ValueError(f"a and b need at least 2 pairs, got {len(a)}")
+    if not isinstance(n_boot, int) or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    p = float(stats.wilcoxon(d).pvalue) if d.any() else 1.0  # exact for n <= 50 without ties or zeros
+    return dict(n=len(d), diff=float(d.mean()), lo=float(lo), hi=float(hi), p=p)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (same order as given): the k-th smallest
+    p becomes max over j <= k of min(1, (m - j + 1) p_(j)); reject where the adjusted p < alpha."""
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or ((p < 0) | (p > 1) | ~np.isfinite(p)).any():
+        raise ValueError(f"p_values must be a one-dimensional list of numbers in [0, 1], got {p_values!r}")
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric: str = "final_test_acc",
+                       pair: str = "seed", alpha: float = 0.05, **boot) -> pd.DataFrame:
+    """Every group of ``by`` against its reference, paired on ``pair``: the reference of a group is
+    the group with the settings of ``against`` (e.g. ``{"rule": "additive"}``) and the same other
+    columns of ``by``. One row per comparison with :func:`paired_difference`'s n, diff, lo, hi and
+    p, ``p_holm`` (Holm across all rows: the chapter's family) and ``significant`` (p_holm < alpha)."""
+    by = _by(by)
+    _need(runs, [*by, pair, metric, *against], "runs")
+    if not set(against) <= set(by):
+        raise ValueError(f"against must name columns of by {by}, got {sorted(against)}")
+    rows, index = [], []
+    for key, g in runs.groupby(by):
+        key = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        if all(key[k] == v for k, v in against.items()):
+            continue
+        ref = runs
+        for k in by:
+            ref = ref[ref[k] == (against[k] if k in against else key[k])]
+        both = g.set_index(pair)[metric].to_frame("a").join(ref.set_index(pair)[metric].rename("b"), how="inner")
+        if len(both) >= 2:
+            rows.append(paired_difference(both["a"], both["b"], **boot))
+            index.append(tuple(key.values()))
+    if not rows:
+        return pd.DataFrame(columns=["n", "diff", "lo", "hi", "p", "p_holm", "significant"])
+    out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=by) if len(by) > 1
+                       else pd.Index([i[0] for i in index], name=by[0]))
+    out["p_holm"] = holm(out["p"])
+    out["significant"] = out["p_holm"] < alpha
+    return out
+
+
 def lr_sensitivity(runs: pd.DataFrame, by, lr: str = "lr", metric: str = "final_test_acc") -> pd.DataFrame:
     """Per group over its learning-rate grid: ``n_lr`` values tried, ``best_lr`` and ``best``
     (highest ``metric``), ``worst``, ``drop`` = best - worst, and ``within_1pt``: how many lrs reach

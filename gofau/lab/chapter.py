@@ -40,8 +40,8 @@ def data_dir(name: str | None = None) -> Path:
     from gofau.lab.data import default_data_dir
 
     folder = default_data_dir()
-    source = "GOFAU_DATA" if "GOFAU_DATA" in os.environ else \
-        "the default <repo root>/../shared/data (GOFAU_DATA is unset)"
+    source = "GOFAU_DATA" if os.environ.get("GOFAU_DATA") else \
+        "the default <repo root>/../shared/data (GOFAU_DATA is unset or empty)"
     target = folder / name if name else folder
     if not target.exists():
         raise FileNotFoundError(
@@ -224,11 +224,9 @@ class Table:
         return styler.set_table_attributes('class="gofau-table"').to_html()
 
     def __repr__(self):
-        if self.formats is None:
-            return self.df.to_string()
-        fmt = self.formats
-        return self.df.to_string(formatters={c: (fmt if isinstance(fmt, str) else fmt[c]).format
-                                             for c in self.df.columns if isinstance(fmt, str) or c in fmt})
+        fmt = self.formats or {}
+        return self.df.to_string(na_rep="–", formatters={c: (fmt if isinstance(fmt, str) else fmt[c]).format
+                                                         for c in self.df.columns if isinstance(fmt, str) or c in fmt})
 
 
 def table(df, formats: dict | str | None = None, name: str = "table") -> Table:
@@ -264,12 +262,6 @@ class Records:
     out: Path           # the records folder
     runs: "pd.DataFrame"    # one row per recorded run of the grid, with ``stage`` and ``picked``
     epochs: "pd.DataFrame"  # one row per (finished run, epoch), with the run's settings
-    commands: dict          # scale -> the command that makes its records
-
-    @property
-    def empty(self) -> bool:
-        """True when the grid has no finished run yet."""
-        return self.runs.empty
 
     @property
     def finished(self):
@@ -294,31 +286,24 @@ class Records:
         from gofau.lab import analysis
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
-    def missing(self):
-        """A note saying that there are no records yet, and the commands that make them."""
-        from IPython.display import Markdown
-
-        lines = [f"**No records yet.** `{self.out.name}/` holds no finished run of this chapter's grids. "
-                 "They come from:", ""]
-        lines += [f"- {SCALE_NAMES.get(k, k)}: `{c}`" for k, c in self.commands.items()]
-        return Markdown("\n".join(lines))
-
 
 def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results") -> Records:
     """The records of one of ``grids`` (scale name -> grid file relative to the repository root,
     largest scale first) in ``results_dir``: ``scale`` itself, or with "auto" the first grid that has
-    a finished run. Paths are resolved from the repository root, so a chapter runs from any folder."""
+    a finished run. Paths are resolved from the repository root, so a chapter runs from any folder.
+    Raises FileNotFoundError, with the commands that make the records, when the grid has none."""
     import pandas as pd
 
     from gofau.lab import analysis
     from gofau.lab import records as R
 
     out = ROOT / results_dir
-    commands = {k: f"gofau-grid {v} --out {results_dir}" for k, v in grids.items()}
     shown = analysis.pick_scale({k: ROOT / v for k, v in grids.items()}, out, scale)
     runs = analysis.grid_runs(ROOT / grids[shown], out) if shown else pd.DataFrame()
     if runs.empty or not (runs["status"] == "finished").any():
-        return Records(shown, grids.get(shown), out, pd.DataFrame(), pd.DataFrame(), commands)
+        wanted = {scale: grids[scale]} if scale in grids else grids
+        raise FileNotFoundError(f"{out} holds no finished run of {', '.join(wanted.values())}; make the records "
+                                "with " + " or ".join(f"`gofau-grid {g} --out {results_dir}`" for g in wanted.values()))
     epochs = R.load_epochs(out)
     epochs = epochs[epochs["id"].isin(runs.loc[runs["status"] == "finished", "id"])].reset_index(drop=True)
-    return Records(shown, grids[shown], out, runs, epochs, commands)
+    return Records(shown, grids[shown], out, runs, epochs)
