@@ -17,7 +17,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX := .cache/mathjax
 SMOKE := _build/smoke
 
-.PHONY: install browser mathjax book unit smoke build-book browser-check test lab clean
+.PHONY: install browser mathjax book unit smoke build-book browser-check test lab lab-check clean
 
 install: $(STAMP) browser mathjax
 
@@ -70,10 +70,15 @@ browser-check:
 	$(BIN)/python tests/browser_check.py _build/html
 
 test: install
-	$(MAKE) unit smoke build-book browser-check
+	$(MAKE) unit smoke build-book browser-check lab-check
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
+
+# opens a chapter in JupyterLab in headless Chromium: its MyST roles and math must render
+# (jupyterlab-myst); saves _build/lab.png; under 90 s, the server always stopped
+lab-check: $(STAMP)
+	$(BIN)/python tests/lab_check.py _build/lab.png
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis

@@ -10,6 +10,13 @@ typeset with a TeX error, an internal link to a missing file or to
 an anchor that the target page does not define, a JavaScript error, or a same-origin resource
 that failed to load. The book serves its own MathJax; a resource on another host cannot load
 on an offline machine: such load failures are listed as ignored, never counted, and only those.
+
+A results chapter (a page built from notebooks/, other than the exempt update_rules and train)
+also fails when it shows more than CODE_LIMIT non-blank lines of code: code cell inputs
+(myst-nb's div.cell_input) that the page shows expanded. A cell tagged remove-input has no
+cell_input; one tagged hide-input or hide-cell has its cell_input inside a closed
+<details class="admonition hide above-input"> in a div.cell.tag_hide-input (tag_hide-cell);
+neither counts.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import tempfile
 import threading
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urldefrag, urlsplit
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -29,6 +36,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1280,1000"]
 SKIP_DIRS = {"_static", "_sources", "_sphinx_design_static", "_panels_static"}
+# A results chapter may show at most this many non-blank lines of code; plotting and bookkeeping
+# cells go behind hide-input (or remove-input). Exempt: update_rules derives the rules in code,
+# train is a worked example of a training call.
+CODE_LIMIT = 40
+CODE_EXEMPT = {"update_rules", "train"}
 
 # Installed before any page script runs: records uncaught errors and rejected promises.
 ERROR_HOOK = """
@@ -102,6 +114,79 @@ def anchors(path: Path) -> frozenset[str]:
     parser = _Ids()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
     return frozenset(parser.ids)
+
+
+class _VisibleCode(HTMLParser):
+    """Non-blank lines of the code cell inputs (div.cell_input) that a page shows expanded.
+
+    An input is hidden when it sits inside a <details> without the open attribute (myst-nb's
+    hide-input, hide-cell), inside an element with the hidden attribute or an inline display:none,
+    or inside an element of a class in HIDDEN_CLASSES (sphinx-togglebutton's collapsed state, and
+    the cell tags themselves should myst-nb hide them some other way).
+    """
+
+    HIDDEN_CLASSES = {"toggle-hidden", "tag_hide-input", "tag_hide-cell", "tag_remove-input", "tag_remove-cell"}
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[tuple[str, bool, bool]] = []   # (tag, hidden, starts a cell input)
+        self.inputs: list[list[str]] = []                # text of each visible cell input
+
+    def _state(self) -> tuple[bool, bool]:
+        hidden = any(h for _, h, _ in self.stack)
+        return hidden, any(i for _, _, i in self.stack)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.VOID:
+            return
+        attrs = dict(attrs)
+        classes = set((attrs.get("class") or "").split())
+        style = (attrs.get("style") or "").replace(" ", "").lower()
+        hidden = (bool(classes & self.HIDDEN_CLASSES) or "hidden" in attrs or "display:none" in style
+                  or (tag == "details" and "open" not in attrs))
+        was_hidden, in_input = self._state()
+        starts_input = "cell_input" in classes and not in_input
+        if starts_input and not (hidden or was_hidden):
+            self.inputs.append([])
+        self.stack.append((tag, hidden, starts_input))
+
+    def handle_endtag(self, tag):
+        if not any(t == tag for t, _, _ in self.stack):
+            return                                           # a stray end tag
+        while self.stack and self.stack.pop()[0] != tag:
+            pass                                             # closes elements left open inside
+
+    def handle_data(self, data):
+        hidden, in_input = self._state()
+        if in_input and not hidden and self.inputs:
+            self.inputs[-1].append(data)
+
+
+def visible_code_lines(html: str) -> int:
+    """Non-blank lines of code a page shows expanded (see _VisibleCode)."""
+    parser = _VisibleCode()
+    parser.feed(html)
+    parser.close()
+    return sum(1 for text in parser.inputs for line in "".join(text).splitlines() if line.strip())
+
+
+def is_results_chapter(rel: str) -> bool:
+    """Whether a page (a path relative to the HTML root) is a results chapter built from notebooks/."""
+    path = PurePosixPath(rel)
+    return path.parent.as_posix() == "notebooks" and path.suffix == ".html" and path.stem not in CODE_EXEMPT
+
+
+def code_problem(page: Path, root: Path) -> str | None:
+    """Why a results chapter shows too much code, or None."""
+    rel = page.relative_to(root).as_posix()
+    if not is_results_chapter(rel):
+        return None
+    lines = visible_code_lines(page.read_text(encoding="utf-8", errors="replace"))
+    if lines <= CODE_LIMIT:
+        return None
+    return (f"{rel} shows {lines} lines of code, over the limit of {CODE_LIMIT} for a results chapter "
+            f"(tag plotting and bookkeeping cells hide-input or remove-input)")
 
 
 def pages(root: Path) -> list[Path]:
@@ -189,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             for page in found:
                 rel = page.relative_to(root).as_posix()
                 problems, ignored = check_page(driver, f"{origin}/{rel}", origin, root)
+                if too_much_code := code_problem(page, root):
+                    problems.append(too_much_code)
                 if args.screenshots:
                     shot = args.screenshots / (rel.replace("/", "__") + ".png")
                     shot.parent.mkdir(parents=True, exist_ok=True)

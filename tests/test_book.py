@@ -1,4 +1,4 @@
-"""The book's configuration and the link checking of tests/browser_check.py (the browser run is `make test`)."""
+"""The book's configuration and tests/browser_check.py's link checking and code limit (the browser run is `make test`)."""
 
 import sys
 from pathlib import Path
@@ -66,6 +66,67 @@ def test_pages_skip_theme_assets(site):
 ])
 def test_link_problem(site, href, problem):
     assert browser_check.link_problem(href, "http://h:1", site) == problem
+
+
+# Code cells as myst-nb 1.4 renders them (checked on a built page): a plain cell, then hide-input,
+# remove-input (no cell_input at all), hide-cell and hide-output.
+def code_cell(source, tag=None):
+    pre = '<div class="highlight"><pre><span></span>{}\n</pre></div>'
+    cell_input = (f'<div class="cell_input docutils container">\n'
+                  f'<div class="highlight-ipython3 notranslate">{pre.format(source)}</div>\n</div>')
+    output = (f'<div class="cell_output docutils container">'
+              f'<div class="output text_plain highlight-myst-ansi notranslate">{pre.format("0.5")}</div></div>')
+    details = ('<details class="admonition hide {}">\n<summary aria-label="Toggle hidden content">\n'
+               '<p class="collapsed admonition-title">Show code cell source</p>\n'
+               '<p class="expanded admonition-title">Hide code cell source</p>\n</summary>\n{}\n</details>')
+    body = {None: cell_input + output,
+            "hide-input": details.format("above-input", cell_input) + output,
+            "remove-input": output,
+            "hide-cell": details.format("above-input", cell_input + output),
+            "hide-output": cell_input + details.format("below-input", output)}[tag]
+    classes = "cell docutils container" if tag is None else f"cell tag_{tag} docutils container"
+    return f'<div class="{classes}">\n{body}\n</div>\n'
+
+
+def chapter(*cells):
+    return ('<html><body><article class="bd-article"><section id="c"><h1>C</h1>'
+            '<p>Text with <code class="docutils literal">inline = code</code>.</p>'
+            '<div class="highlight-python notranslate"><div class="highlight"><pre>a listing\nin Markdown\n</pre>'
+            '</div></div>'
+            + "".join(cells) + "</section></article></body></html>")
+
+
+def lines(n):
+    """n non-blank lines of code, with a blank line after every third."""
+    return "\n".join(f"x{i} = {i}  # &lt;code&gt;" + ("\n" if i % 3 == 0 else "") for i in range(n))
+
+
+def test_visible_code_lines_counts_only_expanded_cell_inputs():
+    page = chapter(code_cell(lines(5)), code_cell(lines(7), "hide-input"), code_cell(lines(11), "remove-input"),
+                   code_cell(lines(13), "hide-cell"), code_cell(lines(2), "hide-output"),
+                   '<div class="cell docutils container"><div class="cell_input toggle-hidden">y = 1</div></div>')
+    assert browser_check.visible_code_lines(page) == 5 + 2      # blank lines and Markdown code not counted
+
+
+@pytest.mark.parametrize("name, cells, problem", [
+    ("notebooks/depth.html", [code_cell(lines(25)), code_cell(lines(16))],
+     "notebooks/depth.html shows 41 lines of code, over the limit of 40 for a results chapter"),
+    ("notebooks/depth.html", [code_cell(lines(25)), code_cell(lines(15))], None),
+    ("notebooks/depth.html", [code_cell(lines(25)), code_cell(lines(100), "hide-input"),
+                              code_cell(lines(100), "remove-input")], None),
+    ("notebooks/update_rules.html", [code_cell(lines(100))], None),   # derives the rules in code
+    ("notebooks/train.html", [code_cell(lines(100))], None),          # a worked training call
+    ("book/method.html", [code_cell(lines(100))], None),              # not a chapter notebook
+])
+def test_code_problem_limits_visible_code_in_results_chapters(tmp_path, name, cells, problem):
+    page = tmp_path / name
+    page.parent.mkdir(parents=True)
+    page.write_text(chapter(*cells))
+    found = browser_check.code_problem(page, tmp_path)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(problem)
 
 
 def test_intro_figure_is_reproduced_by_its_script(tmp_path):

@@ -21,6 +21,41 @@ needs_tiny = pytest.mark.skipif(
     reason=f"Tiny ImageNet archives absent: expected {SHARED}/tiny-imagenet-200-*.tar.gz (set GOFAU_DATA)")
 
 
+@pytest.fixture(autouse=True)
+def no_download(monkeypatch):
+    """No test reaches the network, whatever GOFAU_DOWNLOAD says outside."""
+    monkeypatch.delenv("GOFAU_DOWNLOAD", raising=False)
+
+    def refuse(name, folder):
+        raise AssertionError(f"a test tried to download {name} into {folder}")
+    monkeypatch.setattr(data, "_download_cifar", refuse)
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """Empty stand-ins for GOFAU_DATA, ../shared/data (via the repository root) and the download folder."""
+    env, shared, xdg = tmp_path / "env", tmp_path / "shared" / "data", tmp_path / "xdg"
+    for folder in (env, shared, xdg):
+        folder.mkdir(parents=True)
+    monkeypatch.setattr(data, "ROOT", tmp_path / "repo")
+    monkeypatch.setenv("GOFAU_DATA", str(env))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    return dict(env=env, shared=shared, download=xdg / "gofau" / "data", cache=tmp_path / "cache")
+
+
+def write_cifar10(root: Path, n_train=5, n_test=3):
+    """A tiny CIFAR-10 in the official python-pickle layout (n_train images per training batch)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for split, n in [(f"data_batch_{i}", n_train) for i in range(1, 6)] + [("test_batch", n_test)]:
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, n).tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"k{i}" for i in range(10)]}, f)
+
+
 def write_cifar100(root: Path, n_train=6, n_test=4):
     """A tiny CIFAR-100 in the official python-pickle layout; returns the arrays written."""
     folder = root / "cifar-100-python"
@@ -71,7 +106,89 @@ def test_missing_cifar_names_path_and_remedy(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         data.load("cifar10", tmp_path, tmp_path / "cache")
     msg = str(e.value)
-    assert str(tmp_path / "cifar-10-batches-py") in msg and "download" in msg
+    assert str(tmp_path / "cifar-10-batches-py") in msg and "--download" in msg
+    assert "Only that folder was looked in" in msg  # an explicit data_dir is not searched past
+
+
+def test_order_explicit_then_env_then_shared(places, tmp_path):
+    explicit = tmp_path / "explicit"
+    write_cifar100(explicit, n_train=1)
+    write_cifar100(places["env"], n_train=2)
+    write_cifar100(places["shared"], n_train=3)
+    assert len(data.load("cifar100", explicit, places["cache"]).train_y) == 1
+    assert len(data.load("cifar100", None, places["cache"]).train_y) == 2
+    (places["env"] / "cifar-100-python" / "meta").unlink()  # GOFAU_DATA lacks the data set: next place
+    assert len(data.load("cifar100", None, places["cache"]).train_y) == 3
+    # an explicit data_dir is used as is, even when it lacks the data set and others hold it
+    with pytest.raises(FileNotFoundError, match="not found in data_dir"):
+        data.load("cifar100", tmp_path / "empty", places["cache"])
+
+
+def test_empty_gofau_data_is_unset(places, monkeypatch):
+    write_cifar100(places["shared"])
+    monkeypatch.setenv("GOFAU_DATA", "")
+    assert data.default_data_dir() == places["shared"]
+    assert data.load("cifar100", None, places["cache"]).identity["name"] == "CIFAR-100"
+
+
+def test_download_stands_in_for_the_jpeg_copy(places, monkeypatch):
+    calls = []
+
+    def fake(name, folder):
+        calls.append((name, folder))
+        write_cifar10(folder)
+    monkeypatch.setattr(data, "_download_cifar", fake)
+    d = data.load("cifar10-jpeg", None, places["cache"], download=True)
+    assert calls == [("cifar10", places["download"].resolve())]
+    assert d.identity["name"] == "CIFAR-10" and d.identity["copy"] == "cifar-10-batches-py"
+    assert d.identity["source"] == "official python-pickle release (torchvision.datasets download)"
+    assert d.identity["stands_in_for"] == "cifar10-jpeg"
+    assert d.train_x.shape == (25, 3, 32, 32) and d.classes[3] == "k3"
+    # the earlier download is found without downloading again, also through GOFAU_DOWNLOAD=1
+    monkeypatch.setenv("GOFAU_DOWNLOAD", "1")
+    assert data.load("cifar10-jpeg", None, places["cache"]).identity == d.identity
+    asked = data.load("cifar10", None, places["cache"]).identity
+    assert "stands_in_for" not in asked and asked == {k: v for k, v in d.identity.items() if k != "stands_in_for"}
+    assert len(calls) == 1
+    # a recorded run may not go under the JPEG copy's name with the pickled copy's images
+    from gofau.lab import train
+    cfg = dict(dataset="cifar10-jpeg", cache_dir=str(places["cache"]), out=str(places["cache"] / "records"),
+               width=0.125, epochs=1, limit=8, test_limit=8, device="cpu", progress=False, checkpoint_dir=None)
+    with pytest.raises(ValueError, match="stood in for it; a recorded run must name the copy"):
+        train.train(cfg)
+    assert train.train({**cfg, "out": None})["dataset"]["stands_in_for"] == "cifar10-jpeg"
+    # without permission the pickled copy never stands in for the JPEG copy
+    monkeypatch.setenv("GOFAU_DOWNLOAD", "0")
+    with pytest.raises(FileNotFoundError, match="not allowed"):
+        data.load("cifar10-jpeg", None, places["cache"])
+
+
+def test_not_found_anywhere_names_every_place_and_the_remedy(places):
+    with pytest.raises(FileNotFoundError) as e:
+        data.load("cifar10-jpeg", None, places["cache"])
+    msg = str(e.value)
+    for where in ("1. data_dir (--data-dir): not given", f"2. GOFAU_DATA: neither the folder {places['env']}",
+                  f"3. ../shared/data beside the repository: neither the folder {places['shared']}",
+                  f"4. download of the pickled CIFAR-10 into {places['download'].resolve()}"):
+        assert where in msg
+    assert "set GOFAU_DATA or --data-dir" in msg and "GOFAU_DOWNLOAD=1" in msg and "--download" in msg
+
+
+def test_failed_download_is_reported_with_every_place(places, monkeypatch):
+    def offline(name, folder):
+        raise OSError("no network")
+    monkeypatch.setattr(data, "_download_cifar", offline)
+    with pytest.raises(FileNotFoundError) as e:
+        data.load("cifar100", None, places["cache"], download=True)
+    msg = str(e.value)
+    assert "download of CIFAR-100" in msg and "OSError: no network" in msg
+    assert str(places["env"]) in msg and str(places["shared"]) in msg
+
+
+def test_gofau_download_must_be_0_or_1(monkeypatch):
+    monkeypatch.setenv("GOFAU_DOWNLOAD", "yes")
+    with pytest.raises(ValueError, match="GOFAU_DOWNLOAD must be 0 or 1"):
+        data.load("cifar10")
 
 
 def test_malformed_cifar_pickle(tmp_path):

@@ -48,7 +48,7 @@ def test_grid_runs_tunes_skips_and_survives_failure(tmp_path, capsys):
     assert "failed" in table and "finished" in table and "tune" in table
     runs = records.load(out)
     failed = runs[runs.status == "failed"]
-    assert len(failed) == 1 and "CIFAR-100 not found" in failed.iloc[0]["error"]
+    assert len(failed) == 1 and "data set 'cifar100' not found" in failed.iloc[0]["error"]
     done = runs[runs.status == "finished"]
     seed0 = done[(done.seed == 0) & (done.dataset == "cifar10-jpeg")]
     assert len(seed0) == 2
@@ -78,3 +78,27 @@ def test_invalid_config_is_rejected_before_training(tmp_path):
 def test_failure_text_has_no_machine_paths():
     text = f"FileNotFoundError: {data.ROOT.parent}/shared/data/x.tar.gz missing"
     assert grid._relative(text) == "FileNotFoundError: ../shared/data/x.tar.gz missing"
+
+
+def _fake_record(out, config, acc, status="finished"):
+    from gofau.lab.config import TrainConfig, identity, run_id
+    cfg = TrainConfig(**config)
+    records.save(dict(id=run_id(cfg), status=status, config=identity(cfg), seed=cfg.seed,
+                      epochs=[dict(epoch=1, test_acc=acc)] if status == "finished" else []), out, force=True)
+
+
+def test_picks_average_over_tuning_seeds_and_rank_divergence_and_failure_last(tmp_path):
+    spec = dict(base=BASE, grids=[dict(optimizer="sgd", lr=[0.1, 0.3, 1.0], seed=[0, 1])],
+                tune=dict(over="lr", seeds=[5, 6]))
+    configs = grid.expand(spec)
+    out = tmp_path / "results"
+    accs = {(0.1, 0): 0.5, (0.1, 1): 0.5, (0.3, 0): 0.7, (0.3, 1): 0.2}  # 0.3 has the best single run, 0.1 the mean
+    for c in configs[:-1]:
+        _fake_record(out, c, accs.get((c["lr"], c["seed"]), float("nan")))  # lr 1.0, seed 0 diverged (NaN)
+    assert grid.picks(spec, configs, out) == []  # lr 1.0 seed 1 not tried yet: no pick
+    _fake_record(out, configs[-1], None, status="failed")
+    (pick,) = grid.picks(spec, configs, out)
+    assert pick["lr"] == 0.1
+    assert [(c["lr"], c["seed"]) for c in grid.tuned(spec, configs, out)] == [(0.1, 5), (0.1, 6)]
+    assert grid.score(None) == grid.score(dict(status="failed")) == float("-inf")
+    assert grid.score(dict(status="finished", epochs=[dict(test_acc=float("nan"))])) == float("-inf")

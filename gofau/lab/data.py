@@ -4,8 +4,7 @@
 dtype uint8, and int64 labels. Supported names:
 
 * ``"cifar10"``, ``"cifar100"``: the official pickled release read from
-  ``<data_dir>/cifar-10-batches-py`` or ``<data_dir>/cifar-100-python`` (``download=True`` fetches
-  it with ``torchvision.datasets``).
+  ``<data_dir>/cifar-10-batches-py`` or ``<data_dir>/cifar-100-python``.
 * ``"cifar10-jpeg"``: the offline JPEG (quality 75) copy of CIFAR-10: the folder
   ``<data_dir>/cifar10-jpeg/{train,test}/<class>/*.jpg`` or the archive
   ``<data_dir>/cifar10-jpeg.tar.gz``, read without extracting it.
@@ -15,6 +14,24 @@ dtype uint8, and int64 labels. Supported names:
   ``tiny-imagenet-200-val.tar.gz`` plus any of ``tiny-imagenet-200-train-{0..3}.tar.gz``.
   With only some training shards, the classes are those present in the training set and the
   validation set is restricted to them.
+
+Where the data come from, in this order:
+
+1. ``data_dir`` (``--data-dir``) when given: used as is, nothing else is searched;
+2. ``$GOFAU_DATA`` (unset or empty: skipped);
+3. ``../shared/data`` beside the repository root;
+4. the user cache :func:`download_dir` (``$XDG_CACHE_HOME/gofau/data``, default
+   ``~/.cache/gofau/data``), where torchvision downloads the official pickled CIFAR releases.
+
+Without ``data_dir`` the first of 2-4 that holds the data set wins, so a ``GOFAU_DATA`` folder that
+lacks it falls through to the next. Otherwise one FileNotFoundError lists every place looked in and
+how to provide the data. Downloads happen only when allowed: ``download=True`` (``--download``)
+or ``GOFAU_DOWNLOAD=1``; they fetch ``cifar10``/``cifar100`` into the folder of step 1, else of
+step 4. ``"cifar10-jpeg"`` has no download: when it is in none of 1-3 and downloads are
+allowed, the official pickled CIFAR-10 from step 4 is loaded in its place (this is how the book
+builds on a hosted runner). That is a different copy of the data set: :attr:`ImageData.identity`
+says which copy was used (``name``, ``source``, ``copy``) and marks it ``stands_in_for``, and the
+trainer refuses to record such a run under the other copy's name.
 
 Decoded tensors are cached as ``<cache_dir>/<name>-<key>.pt``; the key hashes the source files'
 paths, sizes and modification times (every image file of a folder tree), so a changed source is
@@ -42,8 +59,26 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def default_data_dir() -> Path:
-    """``$GOFAU_DATA``, else ``../shared/data`` relative to the repository root."""
-    return Path(os.environ.get("GOFAU_DATA", ROOT.parent / "shared" / "data"))
+    """The first folder searched: ``$GOFAU_DATA``, else ``../shared/data`` relative to the repository root."""
+    return Path(os.environ.get("GOFAU_DATA") or _shared_data_dir())
+
+
+def _shared_data_dir() -> Path:
+    return ROOT.parent / "shared" / "data"
+
+
+def download_dir() -> Path:
+    """Where downloads go: ``$XDG_CACHE_HOME/gofau/data``, else ``~/.cache/gofau/data``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "gofau" / "data"
+
+
+def _download_allowed(download: bool) -> bool:
+    """``download``, or ``GOFAU_DOWNLOAD=1`` (unset, empty or ``0``: no)."""
+    value = os.environ.get("GOFAU_DOWNLOAD", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"GOFAU_DOWNLOAD must be 0 or 1 (or unset), got {value!r}")
+    return download or value == "1"
 
 
 def default_cache_dir() -> Path:
@@ -100,19 +135,20 @@ def subset(data: ImageData, limit: int | None = None, test_limit: int | None = N
 
 def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
          download: bool = False) -> ImageData:
-    """Load data set ``name`` (one of :data:`NAMES`), decoding it on the first call only."""
+    """Load data set ``name`` (one of :data:`NAMES`), decoding it on the first call only.
+
+    The data come from ``data_dir`` or, without it, the first of ``$GOFAU_DATA``, ``../shared/data``
+    and :func:`download_dir` that holds them; ``download`` (or ``GOFAU_DOWNLOAD=1``) allows torchvision
+    downloads of CIFAR (see the module docstring). FileNotFoundError lists the places looked in.
+    """
     if name not in NAMES:
         raise ValueError(f"name must be one of {NAMES}, got {name!r}")
-    data_dir = (Path(data_dir) if data_dir is not None else default_data_dir()).resolve()
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if name in ("cifar10", "cifar100"):
-        sources, reader = _cifar_pickle(name, data_dir, download)
-    elif name == "cifar10-jpeg":
-        sources, reader = _cifar10_jpeg(data_dir)
-    elif name == "imagefolder":
-        sources, reader = _imagefolder_dir(data_dir), lambda: _read_imagefolder(data_dir, "imagefolder", str(data_dir))
+    download = _download_allowed(download)
+    if data_dir is not None:
+        sources, reader = _from_data_dir(name, Path(data_dir).resolve(), download)
     else:
-        sources, reader = _tinyimagenet(data_dir)
+        sources, reader = _search(name, download)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stats = [(str(p), st.st_size, st.st_mtime_ns) for p in sources for st in [p.stat()]]
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, name, stats]).encode()).hexdigest()[:16]
     path = cache_dir / f"{name}-{key}.pt"
@@ -128,6 +164,83 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
                      dict(d["identity"]))
 
 
+# ---------------------------------------------------------------- where the data come from
+
+_ALLOW = "download=True, --download or GOFAU_DOWNLOAD=1"
+
+
+def _locate(name: str, folder: Path, download: bool = False, source: str | None = None):
+    """(source files, reader) of ``name`` in ``folder``; FileNotFoundError saying what it lacks."""
+    if name in _CIFAR:
+        return _cifar_pickle(name, folder, download, source or _PICKLE_SOURCE)
+    if name == "cifar10-jpeg":
+        return _cifar10_jpeg(folder)
+    if name == "imagefolder":
+        return _imagefolder_dir(folder), lambda: _read_imagefolder(folder, "imagefolder", str(folder))
+    return _tinyimagenet(folder)
+
+
+def _from_data_dir(name: str, folder: Path, download: bool):
+    """Step 1: the explicit folder, as is."""
+    try:
+        return _locate(name, folder, download)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"data set {name!r} not found in data_dir (--data-dir): {e}. Only that folder was looked in "
+            f"because it was given; without it GOFAU_DATA, ../shared/data and {download_dir()} are searched. "
+            f"{_how(name, folder)}") from None
+
+
+def _search(name: str, download: bool):
+    """Steps 2-4: the first of $GOFAU_DATA, ../shared/data and the download folder holding ``name``."""
+    env = os.environ.get("GOFAU_DATA")
+    looked = ["data_dir (--data-dir): not given"] + ([] if env else ["GOFAU_DATA: unset"])
+    places = [("GOFAU_DATA", Path(env))] if env else []
+    for label, folder in places + [("../shared/data beside the repository", _shared_data_dir())]:
+        try:
+            return _locate(name, folder.resolve())
+        except FileNotFoundError as e:
+            looked.append(f"{label}: {e}")
+    into = download_dir().resolve()
+    pickled = "cifar10" if name == "cifar10-jpeg" else name
+    if pickled not in _CIFAR:
+        looked.append(f"download: torchvision has no download of {name!r}")
+    elif pickled != name and not download:
+        looked.append(f"download of the pickled CIFAR-10 into {into}, to stand in for {name!r}: not allowed "
+                      f"({_ALLOW} allows it)")
+    else:
+        try:
+            sources, reader = _locate(pickled, into, download, _DOWNLOAD_SOURCE)
+            if pickled == name:
+                return sources, reader
+
+            def stand_in():
+                d = reader()
+                return {**d, "identity": {**d["identity"], "stands_in_for": name}}
+            return sources, stand_in
+        except FileNotFoundError as e:
+            looked.append(f"download folder: {e}" + ("" if download else f"; downloads not allowed ({_ALLOW})"))
+    places = "\n".join(f"  {i}. {where}" for i, where in enumerate(looked, 1))
+    raise FileNotFoundError(f"data set {name!r} not found. Looked in, in order:\n{places}\n{_how(name, into)}")
+
+
+def _how(name: str, into: Path) -> str:
+    """How to provide data set ``name``; ``into``: where a download would go."""
+    if name in _CIFAR:
+        return (f"Copy the extracted {_CIFAR[name]['folder']} folder (the official python-pickle release) into one "
+                f"of these folders, or allow the download ({_ALLOW}) where the network allows it: torchvision "
+                f"then fetches it into {into}.")
+    if name == "cifar10-jpeg":
+        return ("Put cifar10-jpeg.tar.gz (the project's shared/data copy) in a folder and set GOFAU_DATA or "
+                f"--data-dir to it; or, without data_dir, allow the download ({_ALLOW}) to load the official "
+                "pickled CIFAR-10 in its place (a different copy: the record's dataset says which).")
+    if name == "imagefolder":
+        return "Pass data_dir (--data-dir) naming a tree {train,test}/<class>/<image>, one folder per class."
+    return ("Put tiny-imagenet-200-val.tar.gz and tiny-imagenet-200-train-{0..3}.tar.gz (the project's "
+            "shared/data archives) in a folder and set GOFAU_DATA or --data-dir to it, or extract "
+            "http://cs231n.stanford.edu/tiny-imagenet-200.zip there.")
+
+
 # ---------------------------------------------------------------- CIFAR (official pickles)
 
 _CIFAR = {
@@ -137,22 +250,30 @@ _CIFAR = {
     "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
                      names="fine_label_names", labels="fine_labels", title="CIFAR-100", tv="CIFAR100"),
 }
+_PICKLE_SOURCE = "official python-pickle release (torchvision.datasets)"
+_DOWNLOAD_SOURCE = "official python-pickle release (torchvision.datasets download)"
 
 
-def _cifar_pickle(name, data_dir, download):
+def _download_cifar(name: str, folder: Path) -> None:
+    """Fetch the official pickled release of ``name`` into ``folder`` (torchvision checks its MD5)."""
+    import torchvision
+    getattr(torchvision.datasets, _CIFAR[name]["tv"])(root=str(folder), download=True)
+
+
+def _cifar_pickle(name, data_dir, download, source):
     spec = _CIFAR[name]
     folder = data_dir / spec["folder"]
     files = [folder / f for f in spec["train"] + spec["test"] + [spec["meta"]]]
-    missing = [str(f) for f in files if not f.is_file()]
+    missing = [f.name for f in files if not f.is_file()]
     if missing and download:
-        import torchvision
-        getattr(torchvision.datasets, spec["tv"])(root=str(data_dir), download=True)
-        missing = [str(f) for f in files if not f.is_file()]
+        try:
+            _download_cifar(name, data_dir)
+        except (OSError, RuntimeError) as e:  # no network, or a corrupt download
+            raise FileNotFoundError(f"the download of {spec['title']} into {data_dir} failed "
+                                    f"({type(e).__name__}: {e})") from e
+        missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{spec['title']} not found: expected the official python-pickle release in {folder} "
-            f"(missing {', '.join(missing)}). Get it with download=True (--download) on a machine "
-            f"with internet, or copy the extracted {spec['folder']} folder into {data_dir}.")
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}" if folder.is_dir() else f"no folder {folder}")
 
     def read():
         def unpickle(p):
@@ -176,8 +297,8 @@ def _cifar_pickle(name, data_dir, download):
         train_x, train_y = split(spec["train"])
         test_x, test_y = split(spec["test"])
         classes = list(unpickle(folder / spec["meta"])[spec["names"]])
-        identity = dict(name=spec["title"], source="official python-pickle release (torchvision.datasets)",
-                        copy=spec["folder"], n_train=len(train_y), n_test=len(test_y))
+        identity = dict(name=spec["title"], source=source, copy=spec["folder"], n_train=len(train_y),
+                        n_test=len(test_y))
         return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
                     identity=identity)
 
@@ -222,9 +343,8 @@ def _group(items, where, classes=None):
 def _imagefolder_dir(root: Path) -> list[Path]:
     test = "test" if (root / "test").is_dir() else "val"
     if not (root / "train").is_dir() or not (root / test).is_dir():
-        raise FileNotFoundError(
-            f"image folder {root} not found or malformed: expected {root}/train/<class>/<image> and "
-            f"{root}/test/<class>/<image> (or val/ for test/). Put the images there, one folder per class.")
+        raise FileNotFoundError(f"image folder {root} not found or malformed: expected {root}/train/<class>/<image> "
+                                f"and {root}/test/<class>/<image> (or val/ for test/)")
     return _image_files(root, ["train/*/*", f"{test}/*/*"])
 
 
@@ -282,10 +402,7 @@ def _cifar10_jpeg(data_dir: Path):
             return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
                         identity=identity)
         return [archive], read
-    raise FileNotFoundError(
-        f"CIFAR-10 JPEG copy not found in {data_dir}: expected the folder {folder}/{{train,test}}/<class>/*.jpg "
-        f"or the archive {archive}. It is in the project's shared/data folder (set GOFAU_DATA or --data-dir "
-        f"to it); elsewhere use dataset 'cifar10' with --download.")
+    raise FileNotFoundError(f"neither the folder {folder}/{{train,test}}/<class>/*.jpg nor the archive {archive}")
 
 
 _TINY_SOURCE = "Tiny ImageNet-200 (github.com/rangeetpan/IMagenet, commit 6125d8a; two stray classes removed)"
@@ -295,14 +412,11 @@ def _tinyimagenet(data_dir: Path):
     folder = data_dir / "tiny-imagenet-200"
     val_archive = data_dir / "tiny-imagenet-200-val.tar.gz"
     shards = sorted(data_dir.glob("tiny-imagenet-200-train-*.tar.gz"))
-    how = (f"Expected {folder}/{{wnids.txt,train/<wnid>/images/*.JPEG,val/val_annotations.txt,val/images/*.JPEG}} "
-           f"or the archives {val_archive.name} and tiny-imagenet-200-train-{{0..3}}.tar.gz in {data_dir} "
-           f"(the project's shared/data folder; set GOFAU_DATA or --data-dir), or download "
-           f"http://cs231n.stanford.edu/tiny-imagenet-200.zip and extract it there.")
     if folder.is_dir():
         ann = folder / "val" / "val_annotations.txt"
         if not (folder / "train").is_dir() or not ann.is_file():
-            raise FileNotFoundError(f"Tiny ImageNet folder {folder} is malformed. {how}")
+            raise FileNotFoundError(f"Tiny ImageNet folder {folder} is malformed: expected "
+                                    f"{folder}/{{train/<wnid>/images/*.JPEG,val/val_annotations.txt,val/images/*}}")
 
         def files():
             yield "tiny-imagenet-200/val/val_annotations.txt", ann.read_bytes()
@@ -316,7 +430,8 @@ def _tinyimagenet(data_dir: Path):
                 yield from _tar_members(a)
         copy = f"{'/'.join(val_archive.parts[-3:-1])} archives ({val_archive.name} + {len(shards)} of 4 training shards)"
         return [val_archive] + shards, lambda: _read_tiny(files(), str(data_dir), copy)
-    raise FileNotFoundError(f"Tiny ImageNet not found in {data_dir}. {how}")
+    raise FileNotFoundError(f"neither the folder {folder} nor the archives {val_archive} and "
+                            f"{data_dir}/tiny-imagenet-200-train-{{0..3}}.tar.gz")
 
 
 def _read_tiny(files, where, copy):

@@ -142,6 +142,10 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
     if device.type == "cpu" and cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = gdata.subset(gdata.load(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.download), cfg.limit, cfg.test_limit)
+    if cfg.out is not None and "stands_in_for" in ds.identity:
+        raise ValueError(f"dataset {cfg.dataset!r} is not on this machine and {ds.identity['name']} ({ds.identity['source']}) "
+                         "stood in for it; a recorded run must name the copy it trains on: use --dataset cifar10, or "
+                         "--out none for an unrecorded run")
     mean, std = ds.mean_std()
     data = tuple(t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y, mean, std))
     torch.manual_seed(cfg.seed)
@@ -310,8 +314,8 @@ _HELP = dict(
     warmup="warm-up fraction of steps for --schedule linear", limit="train on the first N images of a fixed permutation",
     test_limit="test on the first N images of a fixed permutation", device="auto, cpu, cuda, cuda:1, ...",
     compile="torch.compile the model", grad_stats_every="record gradient-flow statistics every N steps (0: off)",
-    threads="CPU threads (torch.set_num_threads)", data_dir="data folder (default $GOFAU_DATA or ../shared/data)",
-    cache_dir="decoded-tensor cache (default $GOFAU_CACHE or .cache/)", download="download CIFAR if missing",
+    threads="CPU threads (torch.set_num_threads)", data_dir="data folder (default: the first of $GOFAU_DATA, ../shared/data, ~/.cache/gofau/data holding it)",
+    cache_dir="decoded-tensor cache (default $GOFAU_CACHE or .cache/)", download="allow torchvision's CIFAR download (also GOFAU_DOWNLOAD=1)",
     out="folder for the JSON record (none: do not save)", force="rerun and overwrite a finished record",
     checkpoint_dir="per-epoch checkpoints for resuming (none: off)", progress="tqdm progress bars",
 )
