@@ -1,4 +1,4 @@
-"""Shared cases for the optimizer tests: a reference GOFAU written from GUIDE.md section 1, the presets, models.
+"""Shared cases for the optimizer tests: a reference GOFAU written from the method as the authors released it, the presets, models.
 
 The reference works tensor by tensor with plain elementwise torch ops and its own defaults table, so it
 shares no code with gofau: agreement with it checks gofau against the formulas, not against itself.

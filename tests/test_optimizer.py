@@ -376,3 +376,63 @@ def test_zero_grad_clears_grads():
     (model(batches(1)[0][0]).sum()).backward()
     opt.zero_grad()
     assert all(p.grad is None for p in model.parameters())
+
+
+# ---------------------------------------------------------------- the direction hook
+
+def _record_directions(opt):
+    seen = []
+
+    def hook(o, group, params, u):
+        assert o is opt and len(params) == len(u)
+        seen.append([(p, ui.detach().clone(), group["lr_in"]) for p, ui in zip(params, u)])
+    return seen, opt.register_direction_hook(hook)
+
+
+@pytest.mark.parametrize("name, c", [("MSGD", lambda t: 1.0), ("MAdam", lambda t: 1 / (1 - 0.9**t))])
+def test_direction_hook_sees_the_u_that_the_rule_applies(name, c):
+    model = make_model()
+    opt = PRESETS[name][0](model.parameters(), lr=0.05, lr_in=2.0, **({"momentum": 0.9} if name == "MSGD" else {}))
+    seen, _ = _record_directions(opt)
+    for t, batch in enumerate(batches(3), start=1):
+        before = {p: p.detach().clone() for p in model.parameters()}
+        train(model, opt, [batch], skip_every=2, start=t - 1)  # step 2 leaves one tensor without a gradient
+        assert len(seen) == t  # one call: one group, one device and dtype
+        for p, u, lr_in in seen[-1]:
+            old = before[p]
+            expected = old - c(opt.state[p]["step"].item()) * 0.05 * old.abs() * torch.tanh(lr_in * u)  # by hand
+            torch.testing.assert_close(p.detach(), expected)
+
+
+def test_direction_hook_changes_nothing_and_can_be_removed():
+    data = batches(4)
+    model, twin = make_model(), make_model()
+    opt, ref = gofau.HAdam(model.parameters()), gofau.HAdam(twin.parameters())
+    seen, handle = _record_directions(opt)
+    train(model, opt, data[:2])
+    train(twin, ref, data[:2])
+    assert len(seen) == 2 and all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
+    handle.remove()
+    train(model, opt, data[2:], start=2)
+    assert len(seen) == 2
+
+
+def test_direction_hook_on_a_fused_group_steps_eagerly_with_the_same_numbers():
+    data = batches(3)
+    model, twin = make_model(), make_model()
+    opt = gofau.HSGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+    ref = gofau.HSGD(twin.parameters(), lr=0.05, momentum=0.9)
+    seen, _ = _record_directions(opt)
+    train(model, opt, data)
+    train(twin, ref, data)
+    assert len(seen) == 3
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_direction_hook_must_be_callable_and_is_not_copied():
+    opt = gofau.MSGD(make_model().parameters())
+    with pytest.raises(TypeError, match="hook must be callable"):
+        opt.register_direction_hook("print")
+    _record_directions(opt)
+    assert len(copy.deepcopy(opt)._direction_hooks) == 0
