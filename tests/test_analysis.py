@@ -281,3 +281,25 @@ def test_paired_comparisons_pairs_on_seed_and_corrects_the_family():
     assert hyb["n"] == 7 and hyb["diff"] == pytest.approx(0.02) and hyb["p"] == pytest.approx(2 / 2**7)
     assert abs(mul["diff"]) < 0.002 and mul["p"] > 0.5 and not mul["significant"]
     assert hyb["p_holm"] == pytest.approx(2 * hyb["p"]) and bool(hyb["significant"])
+
+
+def test_paired_comparisons_with_several_metrics_correct_across_all():
+    rows = [dict(rule=r, seed=s, a=s + (2 if r == "hybrid" else 0), b=s) for r in ("additive", "hybrid")
+            for s in range(7)]
+    t = A.paired_comparisons(pd.DataFrame(rows), "rule", {"rule": "additive"}, metric=["a", "b"])
+    assert list(t.index) == [("a", "hybrid"), ("b", "hybrid")]
+    assert t.loc[("a", "hybrid"), "p"] == pytest.approx(2 / 2**7) and t.loc[("b", "hybrid"), "p"] == 1.0
+    assert t.loc[("a", "hybrid"), "p_holm"] == pytest.approx(2 * 2 / 2**7)  # two comparisons in the family
+
+
+def test_spread_comparisons_is_brown_forsythe_against_the_reference():
+    wide, narrow = [0.0, 4.0, -4.0, 8.0, -8.0], [0.0, 0.1, -0.1, 0.2, -0.2]
+    rows = ([dict(opt="sgd", rule="additive", acc=v) for v in narrow]
+            + [dict(opt="sgd", rule="hybrid", acc=v) for v in wide]
+            + [dict(opt="sgd", rule="multiplicative", acc=v) for v in [1.0, 2.0]])  # 2 runs: no test
+    t = A.spread_comparisons(pd.DataFrame(rows), ["opt", "rule"], {"rule": "additive"}, metric="acc")
+    assert list(t.index) == [("sgd", "hybrid")]
+    r = t.loc[("sgd", "hybrid")]
+    assert r["sd_ratio"] == pytest.approx(40.0)
+    assert r["p"] == pytest.approx(stats.levene(wide, narrow, center="median").pvalue)
+    assert r["p_holm"] == r["p"] and bool(r["significant"]) == (r["p"] < 0.05)

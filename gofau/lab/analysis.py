@@ -312,17 +312,11 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
-def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric: str = "final_test_acc",
-                       pair: str = "seed", alpha: float = 0.05, **boot) -> pd.DataFrame:
-    """Every group of ``by`` against its reference, paired on ``pair``: the reference of a group is
-    the group with the settings of ``against`` (e.g. ``{"rule": "additive"}``) and the same other
-    columns of ``by``. One row per comparison with :func:`paired_difference`'s n, diff, lo, hi and
-    p, ``p_holm`` (Holm across all rows: the chapter's family) and ``significant`` (p_holm < alpha)."""
-    by = _by(by)
-    _need(runs, [*by, pair, metric, *against], "runs")
+def _against(runs: pd.DataFrame, by: list, against: dict):
+    """(key, group, reference) for every group of ``by`` that is not itself a reference; the reference
+    has the settings of ``against`` and the same other columns of ``by``."""
     if not set(against) <= set(by):
         raise ValueError(f"against must name columns of by {by}, got {sorted(against)}")
-    rows, index = [], []
     for key, g in runs.groupby(by):
         key = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         if all(key[k] == v for k, v in against.items()):
@@ -330,17 +324,60 @@ def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric: str = "fin
         ref = runs
         for k in by:
             ref = ref[ref[k] == (against[k] if k in against else key[k])]
-        both = g.set_index(pair)[metric].to_frame("a").join(ref.set_index(pair)[metric].rename("b"), how="inner")
-        if len(both) >= 2:
-            rows.append(paired_difference(both["a"], both["b"], **boot))
-            index.append(tuple(key.values()))
+        yield tuple(key.values()), g, ref
+
+
+def _family(rows: dict, by: list, columns: list, alpha: float, one_metric: bool) -> pd.DataFrame:
+    """Rows keyed by (metric, *by) as a table with Holm's correction across all of them; the
+    ``metric`` level is dropped when the caller asked for one metric."""
     if not rows:
-        return pd.DataFrame(columns=["n", "diff", "lo", "hi", "p", "p_holm", "significant"])
-    out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=by) if len(by) > 1
-                       else pd.Index([i[0] for i in index], name=by[0]))
+        return pd.DataFrame(columns=[*columns, "p_holm", "significant"])
+    out = pd.DataFrame(list(rows.values()), index=pd.MultiIndex.from_tuples(list(rows), names=["metric", *by]))
     out["p_holm"] = holm(out["p"])
     out["significant"] = out["p_holm"] < alpha
-    return out
+    return out.droplevel("metric") if one_metric else out
+
+
+def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test_acc", pair: str = "seed",
+                       alpha: float = 0.05, **boot) -> pd.DataFrame:
+    """Every group of ``by`` against its reference (the group with the settings of ``against``, e.g.
+    ``{"rule": "additive"}``, and the same other columns of ``by``), paired on ``pair``: one row per
+    comparison and metric (``metric``: a column or a list of them) with :func:`paired_difference`'s
+    n, diff, lo, hi and p, ``p_holm`` (Holm across every row: the family) and ``significant``
+    (p_holm < alpha). With several metrics the index starts with ``metric``."""
+    by = _by(by)
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    _need(runs, [*by, pair, *metrics, *against], "runs")
+    rows = {}
+    for m in metrics:
+        for key, g, ref in _against(runs, by, against):
+            both = g.set_index(pair)[m].to_frame("a").join(ref.set_index(pair)[m].rename("b"), how="inner")
+            if len(both) >= 2:
+                rows[(m, *key)] = paired_difference(both["a"], both["b"], **boot)
+    return _family(rows, by, ["n", "diff", "lo", "hi", "p"], alpha, isinstance(metric, str))
+
+
+def spread_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test_acc",
+                       alpha: float = 0.05) -> pd.DataFrame:
+    """The spread over runs (seeds) of every group of ``by`` against its reference (as in
+    :func:`paired_comparisons`): ``n`` and ``n_ref`` runs, ``sd`` and ``sd_ref`` (ddof 1),
+    ``sd_ratio`` = sd / sd_ref, and the Brown-Forsythe test of equal variances (Levene's test
+    centred on the median) ``p``, with ``p_holm`` and ``significant`` across every row. Groups with
+    fewer than 3 runs on either side are left out (with 2, both deviations from the median are equal)."""
+    from scipy import stats
+
+    by = _by(by)
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    _need(runs, [*by, *metrics, *against], "runs")
+    rows = {}
+    for m in metrics:
+        for key, g, ref in _against(runs, by, against):
+            a, b = g[m].astype(float).to_numpy(), ref[m].astype(float).to_numpy()
+            if min(len(a), len(b)) >= 3:
+                rows[(m, *key)] = dict(n=len(a), n_ref=len(b), sd=a.std(ddof=1), sd_ref=b.std(ddof=1),
+                                       sd_ratio=a.std(ddof=1) / b.std(ddof=1),
+                                       p=float(stats.levene(a, b, center="median").pvalue))
+    return _family(rows, by, ["n", "n_ref", "sd", "sd_ref", "sd_ratio", "p"], alpha, isinstance(metric, str))
 
 
 def lr_sensitivity(runs: pd.DataFrame, by, lr: str = "lr", metric: str = "final_test_acc") -> pd.DataFrame:
