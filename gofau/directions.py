@@ -8,15 +8,16 @@ factors sit outside the tanh. The gradients ``g`` arrive with weight decay (L2) 
 already applied. Directions never modify ``g`` in place. ``steps`` is the step count t shared by
 all tensors (a number, or a 0-dim tensor in the fused path) or a list with one count per tensor.
 """
+import math
 import numbers
 
 import torch
 
 
 def check(group, name, low, high=None, *, open_high=False):
-    """Raises ValueError unless group[name] is a real number in [low, high] (or [low, high))."""
+    """Raises ValueError unless group[name] is a finite real number in [low, high] (or [low, high))."""
     value = group[name]
-    ok = isinstance(value, numbers.Real) and low <= value and (
+    ok = isinstance(value, numbers.Real) and math.isfinite(value) and low <= value and (
         high is None or (value < high if open_high else value <= high))
     if not ok:
         bound = "inf)" if high is None else f"{high}{')' if open_high else ']'}"

@@ -1,4 +1,5 @@
 """GOFAU: one torch.optim.Optimizer for any direction (phi x psi) and update rule (xi)."""
+import copy
 import os
 import sys
 import warnings
@@ -14,6 +15,7 @@ from .rules import RULES, fixes_zeros
 
 _INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
 COMMON = ("lr", "lr_in", "lr_out", "gamma", "weight_decay", "maximize", "foreach", "fused")
+_GROUP_KEYS = {"params", "lr_ref", "param_names"}  # besides the defaults: set by us, or by torch.optim itself
 
 
 def _update(group, params, grads, states, steps, observe=None):
@@ -128,7 +130,12 @@ class GOFAU(Optimizer):
             hook(self, group, params, u)
 
     def add_param_group(self, param_group):
-        """Adds a group (filled from the defaults), checking its hyperparameters."""
+        """Adds a group (filled from the defaults), checking its keys and hyperparameters."""
+        if isinstance(param_group, dict):
+            unknown = sorted(set(param_group) - set(self.defaults) - _GROUP_KEYS)
+            if unknown:
+                raise TypeError(f"param group has unknown key(s) {', '.join(map(str, unknown))}; accepted: "
+                                f"params, {', '.join(self.defaults)}")
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -140,6 +147,47 @@ class GOFAU(Optimizer):
             self.param_groups.pop()
             raise
         group.setdefault("lr_ref", group["lr"])
+
+    def load_state_dict(self, state_dict):
+        """Loads a state saved by ``state_dict()`` of a GOFAU optimizer of the same direction and rules,
+        checking it first: a foreign or mismatched state dict, or an out-of-range hyperparameter, raises
+        ValueError and leaves this optimizer unchanged. A group saved before ``lr_ref`` existed gets its
+        ``initial_lr`` (set by LR schedulers) or its ``lr``."""
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups', as state_dict() returns")
+        groups = copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} param group(s), this optimizer {len(self.param_groups)}")
+        for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            if not {"direction", "rule"} <= set(saved):
+                raise ValueError(f"param group {i} of state_dict has no 'direction' and 'rule': it was not saved by "
+                                 f"a GOFAU optimizer (torch.optim's state dicts load into torch.optim)")
+            for name in ("direction", "rule"):
+                if saved[name] != own[name]:
+                    raise ValueError(f"param group {i} of state_dict has {name} {saved[name]!r}, this optimizer "
+                                     f"{own[name]!r}: load it into an optimizer built with {name}={saved[name]!r}")
+            missing = sorted(set(own) - set(saved) - {"params", "lr_ref", "initial_lr"})
+            if missing:
+                raise ValueError(f"param group {i} of state_dict lacks {', '.join(missing)}")
+            saved.setdefault("lr_ref", saved.get("initial_lr", saved["lr"]))
+            self._check(saved)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for key, entry in state_dict["state"].items():
+            if not entry:
+                continue
+            p = params[key] if isinstance(key, int) and 0 <= key < len(params) else None
+            if p is None:
+                raise ValueError(f"state_dict has state for parameter {key!r}, this optimizer has {len(params)}")
+            group = next(g for g in groups if key in g["params"])
+            need = {"step", *DIRECTIONS[group["direction"]].init(p, group)}
+            if not need <= set(entry):
+                raise ValueError(f"state of parameter {key} lacks {', '.join(sorted(need - set(entry)))} "
+                                 f"(a {group['direction']} optimizer keeps {', '.join(sorted(need))})")
+            for name, value in entry.items():
+                if name != "step" and torch.is_tensor(value) and value.shape != p.shape:
+                    raise ValueError(f"state {name!r} of parameter {key} has shape {tuple(value.shape)}, "
+                                     f"the parameter {tuple(p.shape)}")
+        super().load_state_dict({**state_dict, "param_groups": groups})
 
     @staticmethod
     def _check(group):

@@ -436,3 +436,74 @@ def test_direction_hook_must_be_callable_and_is_not_copied():
         opt.register_direction_hook("print")
     _record_directions(opt)
     assert len(copy.deepcopy(opt)._direction_hooks) == 0
+
+
+# ---------------------------------------------------------------- state dicts from elsewhere
+
+def _stepped(make, steps=2):
+    model = make_model()
+    opt = make(model.parameters())
+    train(model, opt, batches(steps))
+    return model, opt
+
+
+def _unchanged(opt, action, match):
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=match):
+        action()
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    assert all(torch.equal(after["state"][k][n], v) for k, s in before["state"].items() for n, v in s.items())
+
+
+def test_a_state_dict_of_another_direction_or_rule_is_refused_and_changes_nothing():
+    _, hadam = _stepped(gofau.HAdam)
+    _, msgd = _stepped(lambda p: gofau.MSGD(p, momentum=0.9))
+    _unchanged(hadam, lambda: hadam.load_state_dict(msgd.state_dict()), "direction 'sgd', this optimizer 'adam'")
+    _, madam = _stepped(gofau.MAdam)
+    _unchanged(hadam, lambda: hadam.load_state_dict(madam.state_dict()), "rule 'multiplicative'.*'hybrid'")
+
+
+def test_torch_optim_state_dict_is_refused_with_a_clear_message():
+    model, hadam = _stepped(gofau.HAdam)
+    adam = torch.optim.Adam(model.parameters())
+    train(model, adam, batches(1))
+    _unchanged(hadam, lambda: hadam.load_state_dict(adam.state_dict()), "not saved by a GOFAU optimizer")
+
+
+def test_out_of_range_hyperparameter_in_a_state_dict_is_refused():
+    _, opt = _stepped(gofau.HSGD)
+    bad = copy.deepcopy(opt.state_dict())
+    bad["param_groups"][0]["gamma"] = 7
+    _unchanged(opt, lambda: opt.load_state_dict(bad), r"Invalid gamma: 7; expected a number in \[0.0, 1.0\]")
+
+
+def test_state_of_the_wrong_kind_or_shape_is_refused():
+    _, opt = _stepped(gofau.HAdam)
+    bad = copy.deepcopy(opt.state_dict())
+    del bad["state"][0]["exp_avg_sq"]
+    _unchanged(opt, lambda: opt.load_state_dict(bad), "state of parameter 0 lacks exp_avg_sq")
+    bad = copy.deepcopy(opt.state_dict())
+    bad["state"][0]["exp_avg"] = torch.zeros(3)
+    _unchanged(opt, lambda: opt.load_state_dict(bad), "state 'exp_avg' of parameter 0 has shape")
+
+
+def test_an_older_state_dict_without_lr_ref_gets_its_lr_and_continues_exactly():
+    data = batches(5)
+    model, opt = _stepped(lambda p: gofau.HSGD(p, lr=0.02, lr_out=0.1, momentum=0.9))
+    old = copy.deepcopy(opt.state_dict())
+    for g in old["param_groups"]:
+        del g["lr_ref"]
+    twin = copy.deepcopy(model)
+    fresh = gofau.HSGD(twin.parameters(), lr=0.5, lr_out=0.1, momentum=0.9)
+    fresh.load_state_dict(old)
+    assert fresh.param_groups[0]["lr_ref"] == 0.02
+    assert train(model, opt, data[2:], start=2) == train(twin, fresh, data[2:], start=2)
+
+
+def test_infinite_hyperparameters_and_unknown_group_keys_are_refused():
+    params = make_model().parameters()
+    with pytest.raises(ValueError, match=r"Invalid lr: inf; expected a number in \[0.0, inf\)"):
+        gofau.MSGD(params, lr=float("inf"))
+    with pytest.raises(TypeError, match="param group has unknown key.* lrr"):
+        gofau.MSGD([{"params": list(make_model().parameters()), "lrr": 0.1}])
