@@ -38,16 +38,38 @@ def test_failed_record_is_replaced(tmp_path):
     assert records.save(record(), tmp_path) is not None and records.finished(tmp_path, "abc")
 
 
-def test_corrupt_record_counts_as_unfinished(tmp_path):
-    (tmp_path / "abc.json").write_text("{trunc")
-    assert not records.finished(tmp_path, "abc")
+def test_a_damaged_record_is_an_error_naming_its_file(tmp_path):
+    (tmp_path / "abc.json").write_text('{"id": "abc", "status": "fini')
+    with pytest.raises(ValueError, match=r"abc\.json is not valid JSON .*delete it to rerun"):
+        records.finished(tmp_path, "abc")
+    with pytest.raises(ValueError, match=r"abc\.json is not valid JSON"):
+        records.load(tmp_path)
+    (tmp_path / "abc.json").write_text('{"id": "abc", "status": "finished"}')
+    with pytest.raises(ValueError, match=r"abc\.json is not a run record: it lacks config, epochs"):
+        records.load(tmp_path)
+
+
+def test_a_stray_copy_of_a_record_is_an_error_naming_both_files(tmp_path):
+    path = records.save(record(), tmp_path)
+    (tmp_path / "abc (copy).json").write_text(path.read_text())
+    with pytest.raises(ValueError, match=r"abc \(copy\)\.json holds run abc, whose record is .*abc\.json"):
+        records.load(tmp_path)
+
+
+def test_non_finite_numbers_are_written_as_null_and_flagged(tmp_path):
+    r = record()
+    r["epochs"][1].update(train_loss=float("nan"), test_loss=float("inf"))
+    path = records.save(r, tmp_path)
+    strict = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert strict["epochs"][1]["train_loss"] is None and strict["epochs"][1]["test_loss"] is None
+    assert strict["non_finite"] == ["epochs[1].test_loss", "epochs[1].train_loss"]
+    assert r["epochs"][1]["train_loss"] != r["epochs"][1]["train_loss"]  # the caller's dict is left as it was
 
 
 def test_load_frames(tmp_path):
     records.save(record("r1"), tmp_path)
     records.save(record("r2", optimizer="adam", rule="hybrid", lr=0.01, seed=1), tmp_path)
     records.save(dict(id="r3", status="failed", config={"optimizer": "adam"}, epochs=[], error="boom"), tmp_path)
-    (tmp_path / "notes.json").write_text("[1, 2]")  # not a record: ignored
     runs = records.load(tmp_path)
     assert sorted(runs["id"]) == ["r1", "r2", "r3"]
     r2 = runs.set_index("id").loc["r2"]

@@ -25,7 +25,8 @@ CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimi
 """The accepted values of each setting that takes a name."""
 
 # Settings that do not change a run's numbers: left out of its identity (hash) and record config.
-RUN_CONTROL = ("data_dir", "cache_dir", "download", "out", "force", "checkpoint_dir", "progress")
+# (The CPU thread count is recorded beside the config, as ``threads``: it changes speed, not the run.)
+RUN_CONTROL = ("data_dir", "cache_dir", "download", "out", "force", "checkpoint_dir", "progress", "threads")
 
 
 @dataclass
@@ -70,49 +71,83 @@ class TrainConfig:
     progress: bool = True
 
 
-def resolve_device(device: str) -> torch.device:
+def parse_device(device: str) -> torch.device:
+    """"auto" (CUDA when available, else the CPU) or a CPU or CUDA device name, as a torch.device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return dev
+
+
+def resolve_device(device: str) -> torch.device:
+    """:func:`parse_device`, and ValueError when that device does not exist on this machine."""
+    dev = parse_device(device)
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA device(s)); "
+                         "use --device cpu or auto")
+    return dev
+
+
+_KINDS = {"str": str, "float": float, "int": int, "bool": bool}
+
+
+def _type_ok(value, annotation: str) -> bool:
+    """Whether ``value`` fits a TrainConfig annotation such as "float | None" (an int is a float here)."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    return any(isinstance(value, (int, float) if k == "float" else _KINDS[k]) for k in kinds if k in _KINDS)
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Raise ValueError/TypeError naming the setting and its accepted range."""
+    """Raise ValueError/TypeError naming the setting and its accepted range (before any data or training)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _type_ok(value, str(f.type)):
+            raise TypeError(f"{f.name} must be {str(f.type).replace(' | ', ' or ')}, got {value!r}")
     for name, ok in CHOICES.items():
         if getattr(cfg, name) not in ok:
             raise ValueError(f"{name} must be one of {ok}, got {getattr(cfg, name)!r}")
     if cfg.bias_rule is not None and cfg.bias_rule not in RULES:
         raise ValueError(f"bias_rule must be None or one of {CHOICES['rule']}, got {cfg.bias_rule!r}")
     for name in ("epochs", "batch_size"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {getattr(cfg, name)!r}")
     for name in ("limit", "test_limit", "threads"):
         v = getattr(cfg, name)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        if v is not None and v < 1:
             raise ValueError(f"{name} must be None or an integer >= 1, got {v!r}")
-    if not isinstance(cfg.grad_stats_every, int) or cfg.grad_stats_every < 0:
-        raise ValueError(f"grad_stats_every must be an integer >= 0, got {cfg.grad_stats_every!r}")
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    for name in ("grad_stats_every", "seed"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {getattr(cfg, name)!r}")
     for name in ("lr", "lr_in", "weight_decay", "momentum", "label_smoothing") + tuple(
             n for n in ("lr_out", "bias_lr") if getattr(cfg, n) is not None):
         v = getattr(cfg, name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or math.isinf(v):
+        if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     for name in ("gamma", "warmup"):
         v = getattr(cfg, name)
-        if not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        if not 0 <= v <= 1:
             raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
-    if not (isinstance(cfg.width, (int, float)) and cfg.width > 0):
-        raise ValueError(f"width must be a number > 0, got {cfg.width!r}")
+    for name in ("width", "init_scale"):
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    resolve_device(cfg.device)
 
 
 def identity(cfg: TrainConfig) -> dict:
     """The settings that determine the run's numbers, normalised (settings a choice ignores are None,
     ``device`` reduced to its type), so equal runs get equal hashes."""
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_CONTROL}
-    d["device"] = resolve_device(cfg.device).type
+    d["device"] = parse_device(cfg.device).type
     if cfg.optimizer not in ("sgd", "rmsprop"):
         d["momentum"] = None
     if cfg.optimizer != "sgd":
@@ -127,8 +162,6 @@ def identity(cfg: TrainConfig) -> dict:
         d["warmup"] = None
     if cfg.init != "scaled":
         d["init_scale"] = None
-    if d["device"] == "cuda":
-        d["threads"] = None
     for k in ("lr", "lr_in", "lr_out", "gamma", "momentum", "weight_decay", "width", "bias_lr", "warmup",
               "init_scale", "label_smoothing"):
         if d[k] is not None:

@@ -1,16 +1,22 @@
-"""Run records: one JSON file per run, named by a hash of its configuration, and loaders for them.
+"""Run records: one JSON file per run, named by its id (a hash of its configuration), and loaders.
 
 A record is a dict with at least ``id`` (the hash), ``status`` ("finished" or "failed"),
 ``config`` (the settings that determine the result) and ``epochs`` (a list of per-epoch metric
-dicts). Files are written atomically (a temporary file, then ``os.replace``), so a killed writer
-never leaves half a record. ``load`` turns a folder of records into a pandas DataFrame.
+dicts). Files are strict JSON written atomically (a temporary file, then ``os.replace``), so a
+killed writer never leaves half a record; a non-finite number is written as null and its place
+listed under ``non_finite``. Reading is strict too: a file that is not a record, or whose name is
+not ``<id>.json`` (a stray copy), is an error naming the file. ``load`` turns a folder of records
+into a pandas DataFrame.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
+
+REQUIRED = ("id", "status", "config", "epochs")
 
 
 def config_hash(config: dict) -> str:
@@ -24,19 +30,26 @@ def record_path(out: str | os.PathLike, run_id: str) -> Path:
 
 
 def read(path: str | os.PathLike) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """The record in ``path``; ValueError naming the file when it is not a record or not named by its id."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): a truncated or damaged record; delete it to rerun "
+                         "that run") from None
+    missing = [k for k in REQUIRED if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise ValueError(f"{path} is not a run record: it lacks {', '.join(missing)}")
+    if path.name != f"{record['id']}.json":
+        raise ValueError(f"{path} holds run {record['id']}, whose record is {path.with_name(record['id'] + '.json')}: "
+                         "a copy or a renamed file; remove it")
+    return record
 
 
 def finished(out: str | os.PathLike, run_id: str) -> bool:
     """True when ``out`` holds a record of run ``run_id`` with status "finished"."""
     path = record_path(out, run_id)
-    if not path.is_file():
-        return False
-    try:
-        return read(path).get("status") == "finished"
-    except (OSError, json.JSONDecodeError):
-        return False
+    return path.is_file() and read(path)["status"] == "finished"
 
 
 def save(record: dict, out: str | os.PathLike, force: bool = False) -> Path | None:
@@ -47,23 +60,35 @@ def save(record: dict, out: str | os.PathLike, force: bool = False) -> Path | No
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    found = []
+    strict = _finite(record, "", found)
+    if found:
+        strict["non_finite"] = sorted(set(found) | set(record.get("non_finite", [])))
     with open(tmp, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+        json.dump(strict, f, indent=1, sort_keys=True, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
     return path
 
 
+def _finite(value, where: str, found: list):
+    """``value`` with every non-finite float replaced by None; their places appended to ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(where)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
 def records(path: str | os.PathLike = "results") -> list[dict]:
-    """Every record (``*.json`` directly under ``path``, or ``path`` itself when it is a file)."""
+    """Every record (``*.json`` directly under ``path``, or ``path`` itself when it is a file); any
+    other JSON file there is an error naming it (see :func:`read`)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.glob("*.json"))
-    out = []
-    for f in files:
-        r = read(f)
-        if isinstance(r, dict) and "config" in r and "id" in r:
-            out.append(r)
-    return out
+    return [read(f) for f in files]
 
 
 def load(path: str | os.PathLike = "results"):
@@ -80,7 +105,8 @@ def load(path: str | os.PathLike = "results"):
             for k, v in r["epochs"][-1].items():
                 if k != "epoch":
                     row[f"final_{k}"] = v
-            row["best_test_acc"] = max(e["test_acc"] for e in r["epochs"])
+            row["best_test_acc"] = max((e["test_acc"] for e in r["epochs"] if e.get("test_acc") is not None),
+                                       default=math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 
