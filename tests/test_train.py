@@ -1,6 +1,7 @@
 """The trainer on real CIFAR-10 JPEG data at smoke scale: records, determinism, resume, options."""
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -132,10 +133,86 @@ def test_lr_schedules():
     (dict(limit=0), "limit must be None or an integer >= 1"),
     (dict(schedule="step"), "schedule must be one of"),
     (dict(grad_stats_every=-1), "grad_stats_every must be an integer >= 0"),
+    (dict(width=float("inf")), "width must be a finite number > 0"),
+    (dict(lr=float("nan")), "lr must be a finite number >= 0"),
+    (dict(device="tpu"), "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    (dict(device="cuda:7"), "device 'cuda:7' is not available here"),
 ])
 def test_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         train.train(dict(kw, out=None))
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(epochs=2.5), "epochs must be int"), (dict(augment="yes"), "augment must be bool"),
+                                     (dict(lr_out="0.1"), "lr_out must be float or None")])
+def test_wrong_types_are_refused(kw, msg):
+    with pytest.raises(TypeError, match=msg):
+        train.train(dict(kw, out=None))
+
+
+def test_unusable_out_is_refused_before_any_data_is_read(tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("data was loaded before out was checked")
+    monkeypatch.setattr(data, "load", never)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="out must be a folder this process can write to; '.*a-file' is not"):
+        train.train(smoke(tmp_path, out=str(blocker)))
+    with pytest.raises(ValueError, match="checkpoint_dir must be a folder"):
+        train.train(smoke(tmp_path, checkpoint_dir=str(blocker / "sub")))
+
+
+@needs_cifar_jpeg
+def test_a_planted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    cfg = smoke(tmp_path, epochs=1)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    ckpt = tmp_path / "ckpt" / f"{config.run_id(config.TrainConfig(**cfg))}.pt"
+    ckpt.parent.mkdir()
+    torch.save({"model": Exploit()}, ckpt)
+    with pytest.raises(ValueError, match=r"checkpoint .*\.pt cannot be resumed .*delete it to start the run"):
+        train.train(cfg)
+    assert not marker.exists()
+
+
+@needs_cifar_jpeg
+def test_a_diverged_run_stops_is_flagged_and_is_never_picked(tmp_path):
+    from gofau.lab import grid
+    import yaml
+    spec = dict(base=smoke(tmp_path, epochs=2, optimizer="sgd", schedule="none"), axes=dict(lr=[0.0, 1.0e20]),
+                tune=dict(over="lr", seeds=[1]))
+    del spec["base"]["out"], spec["base"]["checkpoint_dir"]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "results"
+    grid.run_grid(path, out)
+    runs = records.load(out).set_index(["lr", "seed"])
+    blown = records.read(out / f"{runs.loc[(1e20, 0), 'id']}.json")
+    assert blown["diverged"] and blown["epochs"][0]["diverged"] and len(blown["epochs"]) == 1  # stopped there
+    assert blown["non_finite"]  # NaN and inf written as null, and listed
+    assert list(runs.xs(1, level="seed").index) == [0.0]  # lr 0 (no learning at all) beats the diverged run
+
+
+@needs_cifar_jpeg
+def test_a_run_resumed_under_other_code_records_every_version(tmp_path, monkeypatch):
+    cfg = smoke(tmp_path, epochs=2)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, record):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train.train(cfg, on_epoch_end=kill)
+    monkeypatch.setattr(train, "GIT_COMMIT", "after-a-change")
+    rec = train.train(cfg)
+    assert rec["git_commits"] == [rec["git_commit"], "after-a-change"] and rec["resumed_at_epochs"] == [1]
+    assert rec["optimizer_codes"] == [rec["optimizer_code"]] and rec["torch_versions"] == [rec["torch_version"]]
 
 
 def test_cli_rejects_bad_choice(capsys):

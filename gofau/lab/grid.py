@@ -64,10 +64,10 @@ def expand(spec: dict) -> list[dict]:
 
 def score(record: dict | None) -> float:
     """A tuning run's score: its final test accuracy; -inf when it failed, diverged or is missing."""
-    if not record or record.get("status") != "finished" or not record.get("epochs"):
+    if not record or record.get("status") != "finished" or not record.get("epochs") or record.get("diverged"):
         return -math.inf
-    acc = record["epochs"][-1]["test_acc"]
-    return acc if math.isfinite(acc) else -math.inf
+    acc = record["epochs"][-1].get("test_acc")
+    return acc if acc is not None and math.isfinite(acc) else -math.inf
 
 
 def picks(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Where a result came from: the code's git commit and the device's name."""
+"""Where a result came from: the code's git commit, the optimizer's math, and the device's name."""
+import hashlib
 import os
 import platform
 import subprocess
@@ -33,3 +34,16 @@ def device_name(device: torch.device | str = "cpu") -> str:
     except OSError:
         pass
     return f"CPU: {model} ({os.cpu_count()} cores)"
+
+
+def optimizer_code() -> str:
+    """A short hash of the source of the optimizer's math (gofau.directions, gofau.rules and the step
+    in gofau.optimizer): runs with different values may have been computed by different formulas."""
+    import inspect
+
+    import gofau.directions
+    import gofau.optimizer
+    import gofau.rules
+
+    source = "".join(inspect.getsource(m) for m in (gofau.directions, gofau.rules, gofau.optimizer._update))
+    return hashlib.sha256(source.encode()).hexdigest()[:12]

@@ -39,6 +39,7 @@ SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 
 GRAD_COLUMNS = ("step", "epoch", "param", "numel", "grad_norm", "update_norm", "param_norm", "rel_update",
                 "saturated")
 GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this module was imported
+OPTIMIZER_CODE = provenance.optimizer_code()
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -159,8 +160,8 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
                   dataset=ds.identity, num_classes=ds.num_classes, image_size=ds.image_size,
                   n_params=sum(p.numel() for p in model.parameters()), device_name=provenance.device_name(device),
                   threads=torch.get_num_threads() if device.type == "cpu" else None,
-                  torch_version=torch.__version__, gofau_version=gofau.__version__, git_commit=GIT_COMMIT,
-                  python_version=platform.python_version(),
+                  torch_version=str(torch.__version__), gofau_version=gofau.__version__, git_commit=GIT_COMMIT,
+                  optimizer_code=OPTIMIZER_CODE, python_version=platform.python_version(),
                   started=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_time_s=0.0)
     if cfg.grad_stats_every:
         record["grad_stats"] = dict(every=cfg.grad_stats_every, saturation_threshold=SATURATION,
@@ -174,13 +175,26 @@ def _resume(run: _Run) -> int:
     """Loads the run's checkpoint, if there is one; returns the number of epochs already done."""
     if run.checkpoint is None or not run.checkpoint.is_file():
         return 0
-    state = torch.load(run.checkpoint, map_location=run.device, weights_only=False)
-    run.model.load_state_dict(state["model"])
-    run.opt.load_state_dict(state["optimizer"])
-    run.sched.load_state_dict(state["scheduler"])
-    run.record = state["record"]
-    done = len(run.record["epochs"])
-    run.record.setdefault("resumed_at_epochs", []).append(done)
+    try:  # weights_only: tensors and plain Python values only, so a planted pickle cannot run code
+        state = torch.load(run.checkpoint, map_location=run.device, weights_only=True)
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        record = state["record"]
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = " ".join(lines[:1] + [ln for ln in lines[1:] if "GLOBAL" in ln])  # torch's long text: its gist
+        raise ValueError(f"checkpoint {run.checkpoint} cannot be resumed ({type(e).__name__}: {why}); it is "
+                         "damaged, unsafe or from other settings: delete it to start the run from its first "
+                         "epoch") from None
+    done = len(record["epochs"])
+    record.setdefault("resumed_at_epochs", []).append(done)
+    for key, now in (("git_commit", GIT_COMMIT), ("torch_version", str(torch.__version__)),
+                     ("optimizer_code", OPTIMIZER_CODE)):
+        seen = record.setdefault(f"{key}s", [record.get(key)])  # every version the run ran under, in order
+        if seen[-1] != now:
+            seen.append(now)
+    run.record = record
     return done
 
 
@@ -237,7 +251,7 @@ def _test_epoch(run: _Run, ep: dict) -> dict:
               test_acc=test_acc, lr_end=run.opt.param_groups[0]["lr"], epoch_time_s=ep["train_time_s"] + t_eval,
               train_time_s=ep["train_time_s"], train_images_per_s=ep["train_images_per_s"],
               eval_images_per_s=len(test_y) / t_eval)
-    if not math.isfinite(ep["train_loss"]):
+    if not (math.isfinite(ep["train_loss"]) and math.isfinite(test_loss)):
         ep["diverged"] = True
     if run.cfg.progress:
         print(f"epoch {ep['epoch']}/{run.cfg.epochs}: test accuracy {test_acc:.3f}, loss {test_loss:.3f}",
@@ -255,11 +269,26 @@ def _save_checkpoint(run: _Run) -> None:
     os.replace(tmp, run.checkpoint)
 
 
+def _writable(folder: str | None, name: str) -> None:
+    """Creates ``folder`` if needed; ValueError naming the setting unless a file can be written there."""
+    if folder is None:
+        return
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / f".write-test-{os.getpid()}", "w") as f:
+            f.write("ok")
+        (path / f".write-test-{os.getpid()}").unlink()
+    except OSError as e:
+        raise ValueError(f"{name} must be a folder this process can write to; {folder!r} is not ({e.strerror})") from None
+
+
 def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
     """Run (or resume) one training run and return its record; it is also saved under ``config.out``
     unless that is None. A finished record with the same configuration is returned as is, without
-    training, unless ``force``. ``on_epoch_end(epoch, record)`` is called after each epoch's
-    checkpoint is written (tests use it to interrupt a run)."""
+    training, unless ``force``. A run whose loss becomes non-finite stops there, marked ``diverged``.
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (tests use it
+    to interrupt a run)."""
     cfg = TrainConfig(**config) if isinstance(config, dict) else config
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
@@ -267,12 +296,18 @@ def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
     rid = run_id(cfg)
     if cfg.out is not None and not cfg.force and gresults.finished(cfg.out, rid):
         return gresults.read(gresults.record_path(cfg.out, rid))
+    _writable(cfg.out, "out")
+    _writable(cfg.checkpoint_dir, "checkpoint_dir")
     run = _setup(cfg, rid)
     start = _resume(run)
     t_run = time.perf_counter() - run.record["wall_time_s"]
     for epoch in range(start, cfg.epochs):
-        run.record["epochs"].append(_test_epoch(run, _train_epoch(run, epoch)))
+        ep = _test_epoch(run, _train_epoch(run, epoch))
+        run.record["epochs"].append(ep)
         run.record["wall_time_s"] = time.perf_counter() - t_run
+        if ep.get("diverged"):  # a non-finite loss: the run is over, and ranks worst in every pick
+            run.record["diverged"] = True
+            break
         _save_checkpoint(run)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, run.record)
