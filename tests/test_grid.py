@@ -102,3 +102,36 @@ def test_picks_average_over_tuning_seeds_and_rank_divergence_and_failure_last(tm
     assert [(c["lr"], c["seed"]) for c in grid.tuned(spec, configs, out)] == [(0.1, 5), (0.1, 6)]
     assert grid.score(None) == grid.score(dict(status="failed")) == float("-inf")
     assert grid.score(dict(status="finished", epochs=[dict(test_acc=float("nan"))])) == float("-inf")
+
+
+@pytest.mark.parametrize("spec, msg", [
+    (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lrr")), "tune.over must name a setting other than seed"),
+    (dict(base=BASE, axes=dict(lr=[0.1]), tune=[1, 2]), r"tune must be a mapping \{over"),
+    (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[])), "tune.seeds must be a non-empty list"),
+    (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1, 1])), "distinct integers"),
+    (dict(base=BASE, axes=dict(lr=[])), r"axes.lr is an empty list: the grid would have no runs"),
+    (dict(base=BASE, axes=dict(lr=[0.1]), grids=[dict(lr=[0.2])]), "either axes .* or grids"),
+    (dict(base=dict(BASE, lr=[0.1, 0.2])), "base.lr must be one value"),
+    (dict(base=BASE, grids=[]), "grids must be a non-empty list"),
+    (dict(base=BASE, axes=dict(lr=[0.1]), description=3), "description must be text"),
+    ([1, 2], "a grid must be a mapping"),
+])
+def test_a_malformed_grid_is_refused_before_any_run(tmp_path, spec, msg):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=msg):
+        grid.run_grid(write(tmp_path, spec), out)
+    assert not out.exists()
+
+
+def test_a_bad_value_anywhere_in_the_grid_or_its_tune_stage_is_refused_up_front(tmp_path):
+    with pytest.raises(TypeError, match="epochs must be int"):
+        grid.run_grid(write(tmp_path, dict(base=BASE, axes=dict(epochs=[1, "2"]))), tmp_path / "out")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1])))  # fine
+        grid.run_grid(write(tmp_path, dict(base=BASE, axes=dict(lr=[0.1], seed=[-1]))), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_thread_count_does_not_change_a_run_id(tmp_path):
+    from gofau.lab.config import TrainConfig, run_id
+    assert run_id(TrainConfig(**BASE)) == run_id(TrainConfig(**dict(BASE, threads=2)))

@@ -33,28 +33,80 @@ from gofau.lab.train import train
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+TOP_LEVEL = ("description", "base", "axes", "grids", "tune")
+
+
 def read_grid(path: str | Path) -> dict:
+    """The grid file's specification, checked (:func:`check_spec`); ValueError naming the file."""
     import yaml
-    with open(path) as f:
-        spec = yaml.safe_load(f)
-    if not isinstance(spec, dict):
-        raise ValueError(f"grid file {path} must hold a mapping with 'base' and 'axes' or 'grids'")
-    unknown = set(spec) - {"base", "axes", "grids", "tune", "description"}
-    if unknown:
-        raise ValueError(f"grid file {path}: unknown top-level keys {sorted(unknown)}; "
-                         "accepted: base, axes, grids, tune, description")
+    try:
+        with open(path) as f:
+            spec = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ValueError(f"grid file {path} is not valid YAML: {e}") from None
+    try:
+        check_spec(spec)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"grid file {path}: {e}") from None
     return spec
+
+
+def check_spec(spec) -> None:
+    """Checks a grid specification's shape before anything runs: known keys, a mapping of settings in
+    ``base``, non-empty lists of values in ``axes`` (or in each mapping of ``grids``), and ``tune`` as
+    ``{over: <setting>, seeds: [<int>, ...]}``. Every configuration it implies is then checked by
+    :func:`gofau.lab.config.validate`, in :func:`run_grid`."""
+    if not isinstance(spec, dict):
+        raise ValueError("a grid must be a mapping with 'base' and 'axes' or 'grids'")
+    unknown = sorted(set(map(str, spec)) - set(TOP_LEVEL))
+    if unknown:
+        raise ValueError(f"unknown top-level keys {unknown}; accepted: {', '.join(TOP_LEVEL)}")
+    if not isinstance(spec.get("description", ""), str):
+        raise ValueError("description must be text")
+    if "axes" in spec and "grids" in spec:
+        raise ValueError("give either axes (one product) or grids (a list of products), not both")
+    _settings(spec.get("base") or {}, "base", lists=False)
+    if "axes" in spec:
+        _settings(spec["axes"], "axes", lists=True)
+    if "grids" in spec:
+        if not isinstance(spec["grids"], list) or not spec["grids"]:
+            raise ValueError("grids must be a non-empty list of mappings from setting to values")
+        for i, block in enumerate(spec["grids"]):
+            _settings(block, f"grids[{i}]", lists=True)
+    tune = spec.get("tune")
+    if tune is not None:
+        if not isinstance(tune, dict) or set(map(str, tune)) - {"over", "seeds"}:
+            raise ValueError(f"tune must be a mapping {{over: <setting>, seeds: [<int>, ...]}}, got {tune!r}")
+        over = tune.get("over", "lr")
+        if over not in FIELDS or over == "seed":
+            raise ValueError(f"tune.over must name a setting other than seed, got {over!r}")
+        seeds = tune.get("seeds")
+        if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ValueError(f"tune.seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+
+
+def _settings(block, where: str, lists: bool) -> None:
+    if not isinstance(block, dict):
+        raise ValueError(f"{where} must be a mapping from setting to {'values' if lists else 'value'}, got {block!r}")
+    for key, value in block.items():
+        if key not in FIELDS:
+            raise ValueError(f"unknown setting {key!r} in {where}; accepted: {', '.join(sorted(FIELDS))}")
+        values = value if lists and isinstance(value, list) else [value]
+        if not values:
+            raise ValueError(f"{where}.{key} is an empty list: the grid would have no runs")
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise ValueError(f"{where}.{key} must be {'a value or a list of values' if lists else 'one value'}, "
+                             f"got {value!r}")
 
 
 def expand(spec: dict) -> list[dict]:
     """The configurations (dicts of TrainConfig fields) of the product stage(s), in order."""
+    check_spec(spec)
     base = dict(spec.get("base") or {})
     blocks = spec.get("grids") or ([spec["axes"]] if spec.get("axes") else [{}])
     configs = []
     for block in blocks:
-        for key in list(base) + list(block):
-            if key not in FIELDS:
-                raise ValueError(f"unknown setting {key!r} in grid; accepted: {sorted(FIELDS)}")
         keys = list(block)
         values = [v if isinstance(v, list) else [v] for v in block.values()]
         for combo in itertools.product(*values):
@@ -139,7 +191,8 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
     if overrides:
         spec["base"] = {**(spec.get("base") or {}), **overrides}
     configs = expand(spec)
-    for c in configs:
+    seeds = (spec.get("tune") or {}).get("seeds", [])
+    for c in configs + [{**configs[0], "seed": s} for s in seeds]:  # the tune stage's settings too
         validate(TrainConfig(**c))
     rows = []
 
