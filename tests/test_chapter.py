@@ -140,3 +140,63 @@ def test_git_commit_is_head_and_flags_changed_tracked_files():
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=chapter.repo_root(),
                            capture_output=True, text=True).stdout.strip()
     assert commit.endswith("+dirty") == bool(dirty)
+
+
+# ---------------------------------------------------------------- the chapter loader and presentation
+
+GRID = """
+base: {dataset: cifar10-jpeg, arch: resnet9, width: 0.25, epochs: 1, device: cpu, limit: 64, test_limit: 32,
+       optimizer: sgd}
+axes: {rule: [additive, hybrid], seed: [0, 1]}
+"""
+
+
+def _records(tmp_path, codes):
+    from gofau.lab import records
+    from gofau.lab.config import TrainConfig, identity, run_id
+    tmp_path.mkdir(exist_ok=True)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID)
+    out = tmp_path / "results"
+    for (rule, seed), code in zip([(r, s) for r in ("additive", "hybrid") for s in (0, 1)], codes):
+        cfg = TrainConfig(dataset="cifar10-jpeg", arch="resnet9", width=0.25, epochs=1, device="cpu", limit=64,
+                          test_limit=32, optimizer="sgd", rule=rule, seed=seed)
+        records.save(dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=seed, optimizer_code=code,
+                          epochs=[dict(epoch=1, test_acc=0.5 + seed / 10, train_loss=1.0)]), out)
+    return grid, out
+
+
+def test_load_reads_a_grid_and_refuses_mixed_optimizer_math(tmp_path):
+    grid, out = _records(tmp_path, ["a1", "a1", None, "a1"])
+    rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
+    assert rec.scale == "cpu" and rec.scale_name == "reduced-scale CPU runs" and len(rec.finished) == 4
+    assert sorted(rec.epochs.test_acc) == [0.5, 0.5, 0.6, 0.6]
+    grid, out = _records(tmp_path / "mixed", ["a1", "b2", "a1", "a1"])
+    with pytest.raises(ValueError, match="different versions of the optimizer's math .*a1, b2"):
+        chapter.load({"cpu": str(grid)}, "auto", str(out))
+
+
+def test_load_without_records_says_how_to_make_them(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(GRID)
+    with pytest.raises(FileNotFoundError, match=f"gofau-grid {grid} --out"):
+        chapter.load({"cpu": str(grid)}, "auto", str(tmp_path / "empty"))
+
+
+def test_table_text_is_stable_and_html_is_styled():
+    import pandas as pd
+    df = pd.DataFrame({"accuracy (%)": [52.345, float("nan")], "n": [5, 4]}, index=["additive", "hybrid"])
+    t = chapter.table(df, {"accuracy (%)": "{:.1f}"}, name="t1")
+    assert repr(t).splitlines()[1:] == ["additive         52.3  5", "hybrid              –  4"]
+    html = t._repr_html_()
+    assert 'class="gofau-table"' in html and "T_t1" in html and "52.3" in html and html == t._repr_html_()
+
+
+def test_interval_and_styles():
+    assert chapter.interval(0.4, -0.2, 1.0) == "+0.4 points (95% CI \u22120.2 to +1.0)"
+    assert chapter.ordered("rule", ["hybrid", "additive", "hybrid"]) == ["additive", "hybrid"]
+    assert chapter.palette("rule", ["additive"]) == {"additive": chapter.RULE_STYLE["additive"]["color"]}
+    colours = [s["color"] for s in chapter.RULE_STYLE.values()]
+    assert len(set(colours)) == len(colours)  # every rule its own colour
+    with pytest.raises(ValueError, match="kind must be one of"):
+        chapter.markers("rules", ["additive"])

@@ -291,7 +291,8 @@ def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results
     """The records of one of ``grids`` (scale name -> grid file relative to the repository root,
     largest scale first) in ``results_dir``: ``scale`` itself, or with "auto" the first grid that has
     a finished run. Paths are resolved from the repository root, so a chapter runs from any folder.
-    Raises FileNotFoundError, with the commands that make the records, when the grid has none."""
+    Raises FileNotFoundError, with the commands that make the records, when the grid has none, and
+    ValueError when its runs were computed by different versions of the optimizer's math."""
     import pandas as pd
 
     from gofau.lab import analysis
@@ -304,6 +305,11 @@ def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results
         wanted = {scale: grids[scale]} if scale in grids else grids
         raise FileNotFoundError(f"{out} holds no finished run of {', '.join(wanted.values())}; make the records "
                                 "with " + " or ".join(f"`gofau-grid {g} --out {results_dir}`" for g in wanted.values()))
+    codes = runs.loc[runs["status"] == "finished", "optimizer_code"].dropna().unique()
+    if len(codes) > 1 or any("+" in c for c in codes):
+        raise ValueError(f"the runs of {grids[shown]} in {out} were computed by different versions of the optimizer's "
+                         f"math (optimizer_code {', '.join(sorted(codes))}); rerun the older ones (gofau-grid --force) "
+                         "before comparing them")
     epochs = R.load_epochs(out)
     epochs = epochs[epochs["id"].isin(runs.loc[runs["status"] == "finished", "id"])].reset_index(drop=True)
     return Records(shown, grids[shown], out, runs, epochs)
