@@ -85,21 +85,56 @@ def test_cifar100_pickle_round_trip(tmp_path):
     assert d.identity["name"] == "CIFAR-100" and d.identity["n_test"] == 4
 
 
-def test_cache_is_reused_and_invalidated(tmp_path):
+def test_cache_is_reused_and_keyed_on_content(tmp_path):
     write_cifar100(tmp_path / "data")
     first = data.load("cifar100", tmp_path / "data", tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("cifar100-*.pt"))) == 1
-    # overwrite the source with garbage of the same size and mtime: the cache is what gets read
+    (cached,) = (tmp_path / "cache").glob("cifar100-*.pt")
+    mtime = cached.stat().st_mtime_ns
+    assert torch.equal(data.load("cifar100", tmp_path / "data", tmp_path / "cache").train_x, first.train_x)
+    assert cached.stat().st_mtime_ns == mtime  # read from the cache, not decoded again
+    # garbage of the same size and mtime is still a new source: decoded again, and refused
     src = tmp_path / "data" / "cifar-100-python" / "train"
     st = src.stat()
     src.write_bytes(b"x" * st.st_size)
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = data.load("cifar100", tmp_path / "data", tmp_path / "cache")
-    assert torch.equal(again.train_x, first.train_x)
-    # a new mtime is a new cache key: the (now broken) source is decoded again
-    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.raises(ValueError, match="not a CIFAR python-pickle file"):
         data.load("cifar100", tmp_path / "data", tmp_path / "cache")
+
+
+def test_a_damaged_cache_is_an_error_naming_it(tmp_path):
+    write_cifar100(tmp_path / "data")
+    data.load("cifar100", tmp_path / "data", tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("cifar100-*.pt")
+    cached.write_bytes(cached.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"cache {cached} is damaged .*delete it"):
+        data.load("cifar100", tmp_path / "data", tmp_path / "cache")
+
+
+@needs_cifar_jpeg
+def test_a_damaged_archive_is_refused_before_decoding(tmp_path):
+    blob = bytearray((SHARED / "cifar10-jpeg.tar.gz").read_bytes())
+    blob[15_000_000:15_000_064] = bytes(b ^ 0xFF for b in blob[15_000_000:15_000_064])
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(blob)
+    with pytest.raises(ValueError, match=r"cifar10-jpeg\.tar\.gz is damaged or another file: its SHA-256 is"):
+        data.load("cifar10-jpeg", tmp_path, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_sha256sums_beside_an_archive_is_checked(tmp_path):
+    write_cifar100(tmp_path / "data")
+    (tmp_path / "data" / "cifar-100-python" / "SHA256SUMS").write_text("00" * 32 + "  train\n")
+    with pytest.raises(ValueError, match="train is damaged or another file"):
+        data.load("cifar100", tmp_path / "data", tmp_path / "cache")
+
+
+@needs_cifar_jpeg
+def test_an_incomplete_copy_fails_the_count_check_naming_it(tmp_path):
+    import tarfile
+    with tarfile.open(SHARED / "cifar10-jpeg.tar.gz") as tf:
+        members = [m for m in tf.getmembers() if m.isfile() and "/truck/" not in m.name and m.name.endswith("/0000.jpg")]
+        tf.extractall(tmp_path, members=members, filter="data")
+    with pytest.raises(ValueError, match=r"cifar10-jpeg/train decoded to 9 classes .*expected 10"):
+        data.load("cifar10-jpeg", tmp_path, tmp_path / "cache")
 
 
 def test_missing_cifar_names_path_and_remedy(tmp_path):

@@ -33,9 +33,12 @@ builds on a hosted runner). That is a different copy of the data set: :attr:`Ima
 says which copy was used (``name``, ``source``, ``copy``) and marks it ``stands_in_for``, and the
 trainer refuses to record such a run under the other copy's name.
 
-Decoded tensors are cached as ``<cache_dir>/<name>-<key>.pt``; the key hashes the source files'
-paths, sizes and modification times (every image file of a folder tree), so a changed source is
-decoded again.
+Integrity: an archive whose SHA-256 differs from the one known for it (the project's archives, or a
+``SHA256SUMS`` file beside it) is refused before decoding; any decoder warning is an error; after
+decoding, CIFAR-10 must have its 10 classes and Tiny ImageNet equal counts per class, else the
+error names the file. Decoded tensors are cached as ``<cache_dir>/<name>-<key>.pt``; the key
+hashes the contents of the source files, so a changed source is decoded again, and a damaged
+cache is an error naming it.
 Augmentation (:func:`augment`) and normalisation (:func:`normalize`) work on whole batches on
 the training device, as in airbench: no DataLoader.
 """
@@ -54,7 +57,15 @@ import torch
 from gofau.lab.provenance import ROOT
 
 NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "tinyimagenet")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+KNOWN_SHA256 = {  # the archives of the project's offline data folder (its SHA256SUMS)
+    "cifar10-jpeg.tar.gz": "ff26949c34c4e67da3fa472a1f142e33365dea058f94f1fa369b14ef3d986968",
+    "tiny-imagenet-200-train-0.tar.gz": "779a0feb0f024cbb76b7f97ec10c3f21915779e7232f1659bd2f48512884ebe5",
+    "tiny-imagenet-200-train-1.tar.gz": "e3fe9f935a668dc827637a89eaa981c27f287280bec8b5c508d9671bdf015a82",
+    "tiny-imagenet-200-train-2.tar.gz": "1c1f60a794c47431f8a5a29f6f13bf54b0b0e927d521f7956e79011abfb7f0fd",
+    "tiny-imagenet-200-train-3.tar.gz": "cba59402927f67693a0031dbd3fab2b9c86563b76a5eb28548d8df2513bb8bc6",
+    "tiny-imagenet-200-val.tar.gz": "084dff18645e5ec93392abf551b4ea188f8f3629311ce634b35b5e0aac2c7da1",
+}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -149,11 +160,17 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
     else:
         sources, reader = _search(name, download)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    stats = [(str(p), st.st_size, st.st_mtime_ns) for p in sources for st in [p.stat()]]
-    key = hashlib.sha256(json.dumps([_CACHE_VERSION, name, stats]).encode()).hexdigest()[:16]
+    digests = [(p.name, _sha256(p)) for p in sources]
+    for p, (file, digest) in zip(sources, digests):
+        _verify(p, digest)
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, name, digests]).encode()).hexdigest()[:16]
     path = cache_dir / f"{name}-{key}.pt"
     if path.exists():
-        d = torch.load(path, weights_only=True)
+        try:
+            d = torch.load(path, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"the decoded-data cache {path} is damaged ({type(e).__name__}); delete it and it is "
+                             "decoded again from the data") from None
     else:
         d = reader()
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +179,37 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
         os.replace(tmp, path)
     return ImageData(d["train_x"], d["train_y"], d["test_x"], d["test_y"], list(d["classes"]),
                      dict(d["identity"]))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(path: Path, digest: str) -> None:
+    """ValueError naming ``path`` when its SHA-256 differs from the one known for its name (the
+    project's archives) or listed in a SHA256SUMS file beside it."""
+    expected = KNOWN_SHA256.get(path.name)
+    sums = path.parent / "SHA256SUMS"
+    if sums.is_file():
+        listed = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+        expected = listed.get(path.name, listed.get("*" + path.name, expected))
+    if expected is not None and digest != expected:
+        raise ValueError(f"{path} is damaged or another file: its SHA-256 is {digest}, expected {expected}; "
+                         "copy the archive again (check it with sha256sum -c SHA256SUMS)")
+
+
+def _balanced(y: torch.Tensor, classes: list, where: str, n_classes: int | None = None) -> None:
+    """After decoding: ValueError naming ``where`` unless it has ``n_classes`` classes (when given)
+    with the same number of images each, as CIFAR and Tiny ImageNet have."""
+    counts = torch.bincount(y, minlength=len(classes)).tolist()
+    if (n_classes is not None and len(classes) != n_classes) or len(set(counts)) > 1:
+        raise ValueError(f"{where} decoded to {len(classes)} classes with {min(counts)} to {max(counts)} images each; "
+                         f"expected {n_classes or 'every class'} with equal counts: the data are damaged or "
+                         "incomplete; copy them again")
 
 
 # ---------------------------------------------------------------- where the data come from
@@ -312,13 +360,14 @@ def _decode(blobs: list[bytes], where: str) -> torch.Tensor:
     import warnings
     from torchvision.io import ImageReadMode, decode_image
     out = []
-    with warnings.catch_warnings():  # torchvision >= 0.29 flags its decoders as deprecated (torchcodec)
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # any decoder warning (a damaged image) is an error
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision >= 0.29: its decoders move to torchcodec
         for i in range(0, len(blobs), 4096):
             chunk = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs[i:i + 4096]]
             try:
                 out.extend(decode_image(t, mode=ImageReadMode.RGB) for t in chunk)
-            except RuntimeError as e:
+            except (RuntimeError, Warning) as e:
                 raise ValueError(f"could not decode an image in {where}: {e}") from e
     sizes = {tuple(x.shape) for x in out}
     if len(sizes) > 1:
@@ -353,7 +402,9 @@ def _image_files(root: Path, patterns: list[str]) -> list[Path]:
     return sorted(p for pat in patterns for p in root.glob(pat) if p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
-def _read_imagefolder(root: Path, title: str, source: str) -> dict:
+def _read_imagefolder(root: Path, title: str, source: str, n_classes: int | None = None) -> dict:
+    """A {train,test}/<class>/<image> tree; with ``n_classes``, each split must have that many
+    classes with equal counts (:func:`_balanced`)."""
     test = "test" if (root / "test").is_dir() else "val"
     splits = {}
     for split in ("train", test):
@@ -362,6 +413,9 @@ def _read_imagefolder(root: Path, title: str, source: str) -> dict:
         splits[split] = items
     train_x, train_y, classes = _group(splits["train"], root / "train")
     test_x, test_y, _ = _group(splits[test], root / test, classes)
+    if n_classes is not None:
+        _balanced(train_y, classes, root / "train", n_classes)
+        _balanced(test_y, classes, root / test, n_classes)
     identity = dict(name=title, source=source, copy=root.name, n_train=len(train_y), n_test=len(test_y))
     return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
                 identity=identity)
@@ -387,7 +441,7 @@ def _cifar10_jpeg(data_dir: Path):
     folder, archive = data_dir / "cifar10-jpeg", data_dir / "cifar10-jpeg.tar.gz"
     title = "CIFAR-10 (JPEG q75)"
     if folder.is_dir():
-        return _imagefolder_dir(folder), lambda: _read_imagefolder(folder, title, _JPEG_SOURCE)
+        return _imagefolder_dir(folder), lambda: _read_imagefolder(folder, title, _JPEG_SOURCE, n_classes=10)
     if archive.is_file():
         def read():
             splits = {"train": [], "test": []}
@@ -397,6 +451,8 @@ def _cifar10_jpeg(data_dir: Path):
                     splits[parts[1]].append((parts[2], parts[3], blob))
             train_x, train_y, classes = _group(splits["train"], f"{archive} (train/)")
             test_x, test_y, _ = _group(splits["test"], f"{archive} (test/)", classes)
+            _balanced(train_y, classes, f"{archive} (train/)", 10)
+            _balanced(test_y, classes, f"{archive} (test/)", 10)
             identity = dict(name=title, source=_JPEG_SOURCE, copy="/".join(archive.parts[-3:]),
                             n_train=len(train_y), n_test=len(test_y))
             return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
@@ -452,6 +508,8 @@ def _read_tiny(files, where, copy):
         raise ValueError(f"Tiny ImageNet in {where}: {len(missing)} validation images listed in "
                          f"val_annotations.txt are missing (e.g. {missing[0]})")
     test_x, test_y, _ = _group([(labels[f], f, b) for f, b in val.items()], f"{where} (val)", classes)
+    _balanced(train_y, classes, f"{where} (train)")
+    _balanced(test_y, classes, f"{where} (val)")
     identity = dict(name="Tiny ImageNet-200", source=_TINY_SOURCE, copy=copy, n_train=len(train_y),
                     n_test=len(test_y), n_classes=len(classes))
     return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=classes,
