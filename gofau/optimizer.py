@@ -69,8 +69,9 @@ class GOFAU(Optimizer):
     Args:
         params: iterable of tensors, or of dicts defining parameter groups.
         direction: base optimizer: "sgd", "adam", "adagrad" or "rmsprop".
-        rule: "additive", "multiplicative", "hybrid" or "power"; a group may set its own.
-        lr: eta for the additive and hybrid rules; eta_out for the multiplicative and power rules.
+        rule: "additive", "multiplicative", "hybrid", "power" or "proportional" (the multiplicative rule
+            without the tanh, a control); a group may set its own.
+        lr: eta for the additive and hybrid rules; eta_out for the multiplicative, power and proportional rules.
         lr_in: eta_in, the scale of u inside the tanh.
         lr_out: the hybrid's eta_out (None: lr); it follows lr in proportion under LR schedulers.
         gamma: the hybrid's weight of the multiplicative term, in [0, 1] (0: additive, 1: multiplicative).
@@ -83,7 +84,7 @@ class GOFAU(Optimizer):
             adagrad: lr_decay=0, eps=1e-10, initial_accumulator_value=0; rmsprop: alpha=0.99, eps=1e-8,
             momentum=0, centered=False.
 
-    Parameters that are exactly zero never move under the multiplicative and power rules (their step
+    Parameters that are exactly zero never move under the multiplicative, power and proportional rules (their step
     is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
     ``register_direction_hook`` observes each step's direction u (for diagnostics such as tanh saturation).
     """

@@ -7,6 +7,9 @@ With c the direction's step-size factor (see ``directions``):
 - hybrid:         theta <- theta - gamma c eta_out |theta| tanh(eta_in u) - (1 - gamma) c eta u
                   (eta = lr, eta_out = lr_out, or lr when lr_out is None)
 - power (M_SPOW): theta <- theta 2^(-sign(theta) c eta_out tanh(eta_in u))            (eta_out = lr)
+- proportional:   theta <- theta - c eta_out |theta| (eta_in u)                        (eta_out = lr)
+                  the multiplicative rule with the tanh removed (its first-order expansion): a control
+                  that separates the effect of scaling steps by |theta| from that of the tanh.
 
 eta_in = lr_in. LR schedulers only write ``group['lr']``; so that they scale both hybrid terms,
 the hybrid's eta_out is ``lr_out * lr / lr_ref``, where ``lr_ref`` is the lr the group was built with.
@@ -63,6 +66,11 @@ def multiplicative(group, params, u, c):
     _add_product(params, torch._foreach_abs(params), _tanh(u, group["lr_in"]), _scaled(c, -eta_out(group)))
 
 
+def proportional(group, params, u, c):
+    scaled = u if group["lr_in"] == 1 else torch._foreach_mul(u, group["lr_in"])
+    _add_product(params, torch._foreach_abs(params), scaled, _scaled(c, -group["lr"]))
+
+
 def hybrid(group, params, u, c):
     gamma = group["gamma"]
     magnitude = torch._foreach_abs(params)  # |theta_t|, read before the additive term moves theta
@@ -81,7 +89,9 @@ def power(group, params, u, c):
 
 def fixes_zeros(group):
     """True when the group's rule can never move a parameter that is exactly zero."""
-    return group["rule"] in ("multiplicative", "power") or (group["rule"] == "hybrid" and group["gamma"] == 1)
+    return group["rule"] in ("multiplicative", "power", "proportional") or (
+        group["rule"] == "hybrid" and group["gamma"] == 1)
 
 
-RULES = {"additive": additive, "multiplicative": multiplicative, "hybrid": hybrid, "power": power}
+RULES = {"additive": additive, "multiplicative": multiplicative, "hybrid": hybrid, "power": power,
+         "proportional": proportional}

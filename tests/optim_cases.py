@@ -41,7 +41,7 @@ STATEFUL = {
     "adagrad": dict(lr_decay=0.1, initial_accumulator_value=0.2),
     "rmsprop": dict(momentum=0.5, centered=True, alpha=0.9),
 }
-RULE_ARGS = {"additive": {}, "multiplicative": dict(lr_in=0.7), "power": dict(lr_in=0.7),
+RULE_ARGS = {"additive": {}, "multiplicative": dict(lr_in=0.7), "power": dict(lr_in=0.7), "proportional": dict(lr_in=0.7),
              "hybrid": dict(lr_in=0.7, lr_out=0.03, gamma=0.4)}
 
 
@@ -80,6 +80,8 @@ class Reference:
             return theta - c * lr * theta.abs() * tanh
         if self.rule == "power":
             return theta * 2.0 ** (-torch.sign(theta) * c * lr * tanh)
+        if self.rule == "proportional":
+            return theta - c * lr * theta.abs() * (hp["lr_in"] * u)
         eta_out = lr if hp["lr_out"] is None else hp["lr_out"]
         gamma = hp["gamma"]
         return theta - gamma * c * eta_out * theta.abs() * tanh - (1 - gamma) * c * lr * u

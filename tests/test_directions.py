@@ -32,6 +32,7 @@ RULES = [
     ("hybrid", dict(lr_in=0.8, lr_out=0.07, gamma=0.3)),
     ("hybrid", dict(gamma=0.6)),  # lr_out None: eta_out = lr
     ("power", dict(lr_in=2.0)),
+    ("proportional", dict(lr_in=0.8)),
 ]
 
 

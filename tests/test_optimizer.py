@@ -271,7 +271,7 @@ def test_parameter_in_two_groups():
 def test_unknown_rule_or_direction_lists_the_accepted_names(kwargs, name):
     with pytest.raises(ValueError, match=name) as info:
         gofau.GOFAU(_p(), **kwargs)
-    expected = ("additive", "multiplicative", "hybrid", "power") if name == "rule" else ("sgd", "adam", "adagrad", "rmsprop")
+    expected = ("additive", "multiplicative", "hybrid", "power", "proportional") if name == "rule" else ("sgd", "adam", "adagrad", "rmsprop")
     assert all(word in str(info.value) for word in expected)
 
 

@@ -46,6 +46,21 @@ def test_power_by_hand():
         [t * 2 ** (-math.copysign(1, t) * LR * math.tanh(lr_in * g)) for t, g in zip(THETA, GRAD)])
 
 
+def test_proportional_by_hand():
+    lr_in = 0.5
+    assert one_step("proportional", lr_in=lr_in) == expect(
+        [t - LR * abs(t) * lr_in * g for t, g in zip(THETA, GRAD)])
+    # with Adam at step 1: u = m / (sqrt(v_hat) + eps) = (0.1 g) / (|g| + eps), c = 1 / (1 - 0.9)
+    assert one_step("proportional", direction="adam", lr_in=lr_in) == expect(
+        [t - 10 * LR * abs(t) * lr_in * (0.1 * g) / (abs(g) + 1e-8) for t, g in zip(THETA, GRAD)])
+
+
+def test_proportional_is_the_first_order_multiplicative_rule():
+    tiny = [1e-6 * g for g in GRAD]
+    mult, prop = one_step("multiplicative", grad=tiny), one_step("proportional", grad=tiny)
+    assert prop == pytest.approx(mult, rel=0, abs=1e-18)  # tanh(x) = x - x^3/3: differences ~1e-19
+
+
 def test_weight_decay_enters_the_gradient_before_the_rule():
     wd = 0.3
     assert one_step("multiplicative", weight_decay=wd) == expect(
@@ -107,7 +122,7 @@ def test_multiplicative_step_keeps_signs_and_is_bounded_adam(data, beta1, frac, 
 @quiet_zero_warning
 @settings(max_examples=40, deadline=None)
 @given(grad=_vectors(finite), lr=st.floats(0.0, 5.0),
-       rule=st.sampled_from(["multiplicative", "power", "hybrid"]),
+       rule=st.sampled_from(["multiplicative", "power", "hybrid", "proportional"]),
        direction=st.sampled_from(["sgd", "adam", "adagrad", "rmsprop"]))
 def test_zeros_stay_zero(grad, lr, rule, direction):
     hp = dict(gamma=1.0) if rule == "hybrid" else {}
