@@ -229,3 +229,30 @@ def test_cli_smoke(tmp_path, capsys):
     assert rc == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / f"{line['id']}.json").is_file() and 0 <= line["test_acc"] <= 1
+
+
+@needs_cifar_jpeg
+def test_validation_split_step_logs_and_test_used_once(tmp_path):
+    rec = train.train(smoke(tmp_path, validation=100, evals_per_epoch=4, log_every=2, epochs=2, limit=256,
+                            out=None, optimizer="sgd", rule="multiplicative", lr=0.5))
+    assert rec["dataset"]["n_val"] == 100 and rec["dataset"]["n_train"] == 256 and len(rec["dataset"]["val_sha256"]) == 16
+    first, last = rec["epochs"]
+    assert "test_acc" not in first and 0 <= last["test_acc"] <= 1  # the test set is used once, at the end
+    ev = [dict(zip(rec["evals"]["columns"], r)) for r in rec["evals"]["rows"]]
+    assert [e["step"] for e in ev] == [1, 2, 3, 4, 5, 6, 7, 8]  # 4 steps an epoch, 4 evaluations an epoch
+    assert first["val_acc"] == ev[3]["val_acc"] and last["val_acc"] == ev[-1]["val_acc"]
+    steps = [dict(zip(rec["steps"]["columns"], r)) for r in rec["steps"]["rows"]]
+    assert [s["step"] for s in steps] == [2, 4, 6, 8]
+    assert all(a["train_time_s"] < b["train_time_s"] for a, b in zip(steps, steps[1:]))
+    assert steps[0]["lr"] == 0.5
+    # biases start at zero and never move under the multiplicative rule; no weight can change sign at lr 0.5
+    assert first["sign_flip_frac"] == 0 and 0 < first["zero_frac"] < 0.05
+    again = train.train(smoke(tmp_path, validation=100, epochs=1, limit=128, out=None, seed=3))
+    assert again["dataset"]["val_sha256"] == rec["dataset"]["val_sha256"]  # the split does not follow the seed
+
+
+def test_settings_added_later_keep_the_ids_of_earlier_runs():
+    base = config.TrainConfig(device="cpu")
+    assert "validation" not in config.identity(base) and "log_every" not in config.identity(base)
+    assert config.run_id(config.TrainConfig(device="cpu", evals_per_epoch=4)) == config.run_id(base)  # no split
+    assert config.run_id(config.TrainConfig(device="cpu", validation=5000)) != config.run_id(base)

@@ -24,6 +24,10 @@ CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimi
                rule=tuple(RULES), schedule=SCHEDULES)
 """The accepted values of each setting that takes a name."""
 
+# Settings added after records existed, with the default that reproduces those records: left out of
+# the identity while at that default, so the earlier records keep their ids.
+LATER = dict(validation=0, evals_per_epoch=1, log_every=0)
+
 # Settings that do not change a run's numbers: left out of its identity (hash) and record config.
 # (The CPU thread count is recorded beside the config, as ``threads``: it changes speed, not the run.)
 RUN_CONTROL = ("data_dir", "cache_dir", "download", "out", "force", "checkpoint_dir", "progress", "threads")
@@ -58,6 +62,9 @@ class TrainConfig:
     seed: int = 0
     limit: int | None = None        # first N training images of a fixed permutation (seed 0)
     test_limit: int | None = None   # likewise for the test set
+    validation: int = 0             # images held out of the training set, stratified by class (0: none)
+    evals_per_epoch: int = 1        # validation evaluations per epoch, evenly spaced (with validation > 0)
+    log_every: int = 0              # record the training loss every N steps (0: per epoch only)
     device: str = "auto"
     compile: bool = False
     grad_stats_every: int = 0       # record per-tensor gradient-flow statistics every N steps (0: off)
@@ -117,14 +124,14 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be one of {ok}, got {getattr(cfg, name)!r}")
     if cfg.bias_rule is not None and cfg.bias_rule not in RULES:
         raise ValueError(f"bias_rule must be None or one of {CHOICES['rule']}, got {cfg.bias_rule!r}")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "evals_per_epoch"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {getattr(cfg, name)!r}")
     for name in ("limit", "test_limit", "threads"):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             raise ValueError(f"{name} must be None or an integer >= 1, got {v!r}")
-    for name in ("grad_stats_every", "seed"):
+    for name in ("grad_stats_every", "seed", "validation", "log_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {getattr(cfg, name)!r}")
     for name in ("lr", "lr_in", "weight_decay", "momentum", "label_smoothing") + tuple(
@@ -162,11 +169,13 @@ def identity(cfg: TrainConfig) -> dict:
         d["warmup"] = None
     if cfg.init != "scaled":
         d["init_scale"] = None
+    if cfg.validation == 0:
+        d["evals_per_epoch"] = LATER["evals_per_epoch"]
     for k in ("lr", "lr_in", "lr_out", "gamma", "momentum", "weight_decay", "width", "bias_lr", "warmup",
               "init_scale", "label_smoothing"):
         if d[k] is not None:
             d[k] = float(d[k])
-    return d
+    return {k: v for k, v in d.items() if not (k in LATER and v == LATER[k])}
 
 
 def run_id(cfg: TrainConfig) -> str:

@@ -107,6 +107,8 @@ class ImageData:
     test_y: torch.Tensor
     classes: list
     identity: dict = field(default_factory=dict)
+    val_x: torch.Tensor | None = None  # a validation split held out of the training images, if any
+    val_y: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -122,12 +124,25 @@ class ImageData:
         return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
 
-def subset(data: ImageData, limit: int | None = None, test_limit: int | None = None) -> ImageData:
-    """The first ``limit`` training and ``test_limit`` test images of a fixed permutation (seed 0).
+def subset(data: ImageData, limit: int | None = None, test_limit: int | None = None,
+           validation: int = 0) -> ImageData:
+    """A validation split of ``validation`` training images, then the first ``limit`` of the other
+    training images and the first ``test_limit`` test images of fixed permutations (seed 0).
 
-    The permutation does not depend on the run's seed, so every run with the same limit sees the
-    same images; ``None`` keeps a split whole.
+    The validation images are drawn per class (stratified: ``validation / num_classes`` of each,
+    the remainder from the first classes) by a generator seeded with 0, before ``limit`` applies,
+    so every run with the same ``validation`` holds out the same images; their indices' hash is
+    in the identity (``val_sha256``). Nothing depends on the run's seed; ``None`` keeps a split whole.
     """
+    val_x = val_y = None
+    train_x, train_y = data.train_x, data.train_y
+    if validation:
+        if not isinstance(validation, int) or not 0 < validation < len(train_y):
+            raise ValueError(f"validation must be an integer in [0, {len(train_y)}), got {validation!r}")
+        held = _stratified(train_y, validation, data.num_classes)
+        keep = torch.ones(len(train_y), dtype=torch.bool)
+        keep[held] = False
+        val_x, val_y, train_x, train_y = train_x[held], train_y[held], train_x[keep], train_y[keep]
     def take(x, y, n, arg):
         if n is None:
             return x, y
@@ -138,10 +153,26 @@ def subset(data: ImageData, limit: int | None = None, test_limit: int | None = N
         idx, _ = idx.sort()
         return x[idx], y[idx]
 
-    train_x, train_y = take(data.train_x, data.train_y, limit, "limit")
+    train_x, train_y = take(train_x, train_y, limit, "limit")
     test_x, test_y = take(data.test_x, data.test_y, test_limit, "test_limit")
     identity = dict(data.identity, n_train=len(train_y), n_test=len(test_y))
-    return ImageData(train_x, train_y, test_x, test_y, data.classes, identity)
+    if validation:
+        identity.update(n_val=len(val_y), val_sha256=hashlib.sha256(held.numpy().tobytes()).hexdigest()[:16])
+    return ImageData(train_x, train_y, test_x, test_y, data.classes, identity, val_x, val_y)
+
+
+def _stratified(y: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    """Sorted indices of ``n`` items of ``y``, as equal a share of each class as n allows, drawn by a
+    generator seeded with 0."""
+    gen = torch.Generator().manual_seed(0)
+    share = [n // num_classes + (k < n % num_classes) for k in range(num_classes)]
+    picks = []
+    for k in range(num_classes):
+        members = (y == k).nonzero().flatten()
+        if len(members) < share[k]:
+            raise ValueError(f"validation needs {share[k]} images of class {k}, the training set has {len(members)}")
+        picks.append(members[torch.randperm(len(members), generator=gen)[:share[k]]])
+    return torch.cat(picks).sort().values
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,

@@ -6,8 +6,8 @@ of such mappings, each a product of its own; the runs are their union, in order)
 ``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks (:func:`picks`), for each group of runs
 that differ only in ``over``, the value whose run scores best (:func:`score`), once every value has
 a finished or failed record, then runs that value with each listed seed. The chapters read the
-same picks, so they show what was tuned. (The score is the final test accuracy: there is no
-separate validation split at this scale, which the chapters must say.)
+same picks, so they show what was tuned. The score is the final validation accuracy (the test
+accuracy for runs without a validation split, which the chapters then say).
 
 Finished runs (a record with the same configuration hash in the output folder) are skipped, so an
 interrupted grid resumes where it stopped. A run that raises is recorded with status "failed" and
@@ -115,10 +115,12 @@ def expand(spec: dict) -> list[dict]:
 
 
 def score(record: dict | None) -> float:
-    """A tuning run's score: its final test accuracy; -inf when it failed, diverged or is missing."""
+    """A tuning run's score: its final validation accuracy, or its final test accuracy when it has no
+    validation split (the book's early grids); -inf when it failed, diverged or is missing."""
     if not record or record.get("status") != "finished" or not record.get("epochs") or record.get("diverged"):
         return -math.inf
-    acc = record["epochs"][-1].get("test_acc")
+    last = record["epochs"][-1]
+    acc = last.get("val_acc", last.get("test_acc"))
     return acc if acc is not None and math.isfinite(acc) else -math.inf
 
 

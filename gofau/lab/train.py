@@ -38,6 +38,8 @@ from gofau.lab.config import CHOICES, TrainConfig, identity, resolve_device, run
 SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 0.964)
 GRAD_COLUMNS = ("step", "epoch", "param", "numel", "grad_norm", "update_norm", "param_norm", "rel_update",
                 "saturated")
+STEP_COLUMNS = ("step", "epoch", "train_loss", "lr", "train_time_s")  # train_loss: mean over the last log_every steps
+EVAL_COLUMNS = ("step", "epoch", "val_loss", "val_acc", "train_time_s")  # train_time_s: training seconds so far
 GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this module was imported
 OPTIMIZER_CODE = provenance.optimizer_code()
 
@@ -128,6 +130,7 @@ class _Run:
     cfg: TrainConfig
     device: torch.device
     data: tuple  # train_x, train_y, test_x, test_y, mean, std (on the device)
+    val: tuple | None  # val_x, val_y (on the device), with cfg.validation > 0
     model: torch.nn.Module
     forward: torch.nn.Module  # the model, compiled when cfg.compile
     opt: torch.optim.Optimizer
@@ -142,13 +145,15 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ds = gdata.subset(gdata.load(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.download), cfg.limit, cfg.test_limit)
+    ds = gdata.subset(gdata.load(cfg.dataset, cfg.data_dir, cfg.cache_dir, cfg.download), cfg.limit, cfg.test_limit,
+                      cfg.validation)
     if cfg.out is not None and "stands_in_for" in ds.identity:
         raise ValueError(f"dataset {cfg.dataset!r} is not on this machine and {ds.identity['name']} ({ds.identity['source']}) "
                          "stood in for it; a recorded run must name the copy it trains on: use --dataset cifar10, or "
                          "--out none for an unrecorded run")
     mean, std = ds.mean_std()
     data = tuple(t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y, mean, std))
+    val = (ds.val_x.to(device), ds.val_y.to(device)) if cfg.validation else None
     torch.manual_seed(cfg.seed)
     model = models.build(cfg.arch, ds.num_classes, cfg.width, ds.image_size, cfg.init, cfg.init_scale).to(device)
     if device.type == "cuda":
@@ -166,8 +171,12 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
     if cfg.grad_stats_every:
         record["grad_stats"] = dict(every=cfg.grad_stats_every, saturation_threshold=SATURATION,
                                     columns=list(GRAD_COLUMNS), rows=[])
+    if cfg.log_every:
+        record["steps"] = dict(every=cfg.log_every, columns=list(STEP_COLUMNS), rows=[])
+    if cfg.validation:
+        record["evals"] = dict(per_epoch=cfg.evals_per_epoch, columns=list(EVAL_COLUMNS), rows=[])
     checkpoint = Path(cfg.checkpoint_dir) / f"{rid}.pt" if cfg.checkpoint_dir else None
-    return _Run(cfg, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched, record,
+    return _Run(cfg, device, data, val, model, torch.compile(model) if cfg.compile else model, opt, sched, record,
                 checkpoint, steps_per_epoch)
 
 
@@ -199,15 +208,21 @@ def _resume(run: _Run) -> int:
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
-    """One pass over the training images in the order seeded by (seed, epoch); the epoch's mean
-    training loss and accuracy, and its training time."""
-    cfg, model, opt = run.cfg, run.model, run.opt
+    """One pass over the training images in the order seeded by (seed, epoch): the epoch's mean
+    training loss and accuracy, its training time (evaluations excluded), and the fractions of
+    parameter entries that changed sign during it and that are exactly zero at its end. Appends the
+    step log and the validation evaluations due in this epoch to the record."""
+    cfg, model, opt, rec = run.cfg, run.model, run.opt, run.record
     train_x, train_y, _, _, mean, std = run.data
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    evals_at = {round(k * run.steps_per_epoch / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
+    before = [p.detach().clone() for p in model.parameters()]
     model.train()
-    t0 = time.perf_counter()
+    t_done = sum(e["train_time_s"] for e in rec["epochs"])  # training seconds of the earlier epochs
+    t0, t_eval = time.perf_counter(), 0.0
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
+    window, in_window = torch.zeros((), device=run.device), 0  # the losses since the last step-log row
     bar = _progress(cfg, run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
     step = epoch * run.steps_per_epoch
     for i, (xb, yb) in enumerate(gdata.batches(train_x, train_y, cfg.batch_size, gen)):
@@ -219,13 +234,27 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_stats_every and step % cfg.grad_stats_every == 0:
-            _grad_stats_step(model, opt, step, epoch + 1, run.record["grad_stats"]["rows"])
+            _grad_stats_step(model, opt, step, epoch + 1, rec["grad_stats"]["rows"])
         else:
             opt.step()
+        lr = opt.param_groups[0]["lr"]
         run.sched.step()
         step += 1
         loss_sum += loss.detach() * len(yb)
         correct += (out.argmax(1) == yb).sum()
+        window += loss.detach()
+        in_window += 1
+        now = t_done + time.perf_counter() - t0 - t_eval
+        if cfg.log_every and (step % cfg.log_every == 0 or i == run.steps_per_epoch - 1):
+            rec["steps"]["rows"].append([step, epoch + 1, window.item() / in_window, lr, now])
+            window.zero_()
+            in_window = 0
+        if run.val is not None and i + 1 in evals_at:
+            t1 = time.perf_counter()
+            val_loss, val_acc = evaluate(model, *run.val, mean, std, run.device)
+            model.train()
+            t_eval += time.perf_counter() - t1
+            rec["evals"]["rows"].append([step, epoch + 1, val_loss, val_acc, now])
         if bar is not None:
             if i % 10 == 0 or i == run.steps_per_epoch - 1:
                 n = min((i + 1) * cfg.batch_size, len(train_y))
@@ -236,26 +265,37 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     if bar is not None:
         bar.close()
     n = len(train_y)
-    t_train = time.perf_counter() - t0
+    t_train = time.perf_counter() - t0 - t_eval
+    numel = sum(p.numel() for p in before)
+    flips = sum(int((p.detach() * b < 0).sum()) for p, b in zip(model.parameters(), before))
+    zeros = sum(int((p.detach() == 0).sum()) for p in model.parameters())
     return dict(epoch=epoch + 1, train_loss=loss_sum.item() / n, train_acc=correct.item() / n,
-                train_time_s=t_train, train_images_per_s=n / t_train)
+                train_time_s=t_train, train_images_per_s=n / t_train, sign_flip_frac=flips / numel,
+                zero_frac=zeros / numel)
 
 
-def _test_epoch(run: _Run, ep: dict) -> dict:
-    """Adds the test loss and accuracy, the lr at the epoch's end and the timings to ``ep``."""
+def _end_epoch(run: _Run, ep: dict) -> dict:
+    """Completes the epoch's metrics: validation loss and accuracy (the last evaluation) when the run
+    has a validation split, test loss and accuracy at every epoch without one and at the last epoch
+    with one (the test set is then used once), the lr at the epoch's end, and the timings."""
+    cfg = run.cfg
     _, _, test_x, test_y, mean, std = run.data
-    t1 = time.perf_counter()
-    test_loss, test_acc = evaluate(run.model, test_x, test_y, mean, std, run.device)
-    t_eval = time.perf_counter() - t1
-    ep = dict(epoch=ep["epoch"], train_loss=ep["train_loss"], train_acc=ep["train_acc"], test_loss=test_loss,
-              test_acc=test_acc, lr_end=run.opt.param_groups[0]["lr"], epoch_time_s=ep["train_time_s"] + t_eval,
-              train_time_s=ep["train_time_s"], train_images_per_s=ep["train_images_per_s"],
-              eval_images_per_s=len(test_y) / t_eval)
-    if not (math.isfinite(ep["train_loss"]) and math.isfinite(test_loss)):
+    ep = dict(ep, lr_end=run.opt.param_groups[0]["lr"])
+    if run.val is not None:
+        _, _, ep["val_loss"], ep["val_acc"], _ = run.record["evals"]["rows"][-1]
+    t_eval = 0.0
+    if run.val is None or ep["epoch"] == cfg.epochs:
+        t1 = time.perf_counter()
+        ep["test_loss"], ep["test_acc"] = evaluate(run.model, test_x, test_y, mean, std, run.device)
+        t_eval = time.perf_counter() - t1
+        ep["eval_images_per_s"] = len(test_y) / t_eval
+    ep["epoch_time_s"] = ep["train_time_s"] + t_eval
+    losses = [ep["train_loss"], ep.get("val_loss", 0.0), ep.get("test_loss", 0.0)]
+    if not all(math.isfinite(v) for v in losses):
         ep["diverged"] = True
-    if run.cfg.progress:
-        print(f"epoch {ep['epoch']}/{run.cfg.epochs}: test accuracy {test_acc:.3f}, loss {test_loss:.3f}",
-              file=sys.stderr)
+    if cfg.progress:
+        shown = ", ".join(f"{k.replace('_', ' ')} {ep[k]:.3f}" for k in ("val_acc", "test_acc") if k in ep)
+        print(f"epoch {ep['epoch']}/{cfg.epochs}: {shown}", file=sys.stderr)
     return ep
 
 
@@ -302,7 +342,7 @@ def train(config: TrainConfig | dict, on_epoch_end=None) -> dict:
     start = _resume(run)
     t_run = time.perf_counter() - run.record["wall_time_s"]
     for epoch in range(start, cfg.epochs):
-        ep = _test_epoch(run, _train_epoch(run, epoch))
+        ep = _end_epoch(run, _train_epoch(run, epoch))
         run.record["epochs"].append(ep)
         run.record["wall_time_s"] = time.perf_counter() - t_run
         if ep.get("diverged"):  # a non-finite loss: the run is over, and ranks worst in every pick
