@@ -303,3 +303,18 @@ def test_spread_comparisons_is_brown_forsythe_against_the_reference():
     assert r["sd_ratio"] == pytest.approx(40.0)
     assert r["p"] == pytest.approx(stats.levene(wide, narrow, center="median").pvalue)
     assert r["p_holm"] == r["p"] and bool(r["significant"]) == (r["p"] < 0.05)
+
+
+def test_early_phase_by_hand():
+    steps = pd.DataFrame({"id": ["a"] * 4 + ["b"] * 4, "step": [10, 20, 30, 40] * 2,
+                          "train_loss": [2.0, 1.0, 0.5, 0.4, 2.0, 2.0, 1.8, 1.6],
+                          "train_time_s": [1.0, 2.0, 3.0, 4.0, 2.0, 4.0, 6.0, 8.0]})
+    e = A.early_phase(steps, target=1.0, horizon=30).set_index("id")
+    assert e.loc["a", "steps_to_target"] == 20 and e.loc["a", "seconds_to_target"] == 2.0
+    assert math.isinf(e.loc["b", "steps_to_target"]) and math.isinf(e.loc["b", "seconds_to_target"])  # never
+    # trapezoids from step 10 to 30: a: (2 + 1) / 2 * 10 + (1 + 0.5) / 2 * 10 = 22.5 over 20 steps
+    assert e.loc["a", "auc"] == pytest.approx(22.5 / 20)
+    assert e.loc["b", "auc"] == pytest.approx(((2 + 2) / 2 * 10 + (2 + 1.8) / 2 * 10) / 20)
+    assert A.early_phase(steps, 1.0, horizon=50)["auc"].isna().all()  # the logs end before step 50
+    with pytest.raises(ValueError, match="horizon must be an integer >= 1"):
+        A.early_phase(steps, 1.0, horizon=0)

@@ -207,6 +207,34 @@ def summarise_time_to_target(ttt: pd.DataFrame, runs: pd.DataFrame, by) -> pd.Da
     })
 
 
+def early_phase(steps: pd.DataFrame, target: float, horizon: int, metric: str = "train_loss") -> pd.DataFrame:
+    """Per run (``id``) of a step log (:func:`gofau.lab.records.load_steps`): ``steps_to_target``, the
+    first logged step whose ``metric`` is at or below ``target``, and ``seconds_to_target``, the
+    training seconds then (both inf when the run never gets there: a miss counts as never); and
+    ``auc``, the mean of ``metric`` over steps 0..``horizon`` (the trapezoidal area under the logged
+    curve divided by ``horizon``; NaN when the log ends before ``horizon``). Fix ``target`` and
+    ``horizon`` before looking at the runs."""
+    _need(steps, ["id", "step", metric, "train_time_s"], "steps")
+    if not (isinstance(target, (int, float)) and math.isfinite(target)):
+        raise ValueError(f"target must be a finite number, got {target!r}")
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    rows = []
+    for rid, run in steps.sort_values("step").groupby("id", sort=True):
+        y = run[metric].astype(float).to_numpy()
+        x = run["step"].to_numpy()
+        hit = np.flatnonzero(y <= target)
+        k = hit[0] if len(hit) else None
+        inside = x <= horizon
+        auc = math.nan
+        if x.max() >= horizon and inside.sum() >= 2:
+            auc = float(np.trapezoid(np.interp(np.append(x[inside], horizon), x, y),
+                                     np.append(x[inside], horizon)) / (horizon - x[inside][0]))
+        rows.append((rid, math.inf if k is None else int(x[k]),
+                     math.inf if k is None else float(run["train_time_s"].iloc[k]), auc))
+    return pd.DataFrame(rows, columns=["id", "steps_to_target", "seconds_to_target", "auc"])
+
+
 def never(x: float, fmt: str = "{:.0f}") -> str:
     """``fmt`` of a finite number, "never" for inf (a missed target)."""
     return fmt.format(x) if math.isfinite(x) else "never"

@@ -124,11 +124,25 @@ def load_epochs(path: str | os.PathLike = "results"):
 
 def load_grad_stats(path: str | os.PathLike = "results"):
     """Long format: one row per (run, recorded step, parameter tensor) of the gradient-flow statistics."""
+    return _long(path, "grad_stats")
+
+
+def load_steps(path: str | os.PathLike = "results"):
+    """Long format: one row per (run, logged step) of the training-loss log (``log_every``)."""
+    return _long(path, "steps")
+
+
+def load_evals(path: str | os.PathLike = "results"):
+    """Long format: one row per (run, validation evaluation) (``validation`` and ``evals_per_epoch``)."""
+    return _long(path, "evals")
+
+
+def _long(path, key: str):
+    """The rows of every record's ``key`` table (``columns`` and ``rows``) with the run's id and settings."""
     import pandas as pd
     rows = []
     for r in records(path):
-        g = r.get("grad_stats")
-        if g:
-            cols = g["columns"]
-            rows.extend({"id": r["id"], **r["config"], **dict(zip(cols, v))} for v in g["rows"])
+        table = r.get(key)
+        if table:
+            rows.extend({"id": r["id"], **r["config"], **dict(zip(table["columns"], v))} for v in table["rows"])
     return pd.DataFrame(rows)
