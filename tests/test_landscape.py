@@ -161,9 +161,11 @@ def test_rounded_hides_platform_digits():
     assert r.lr.tolist() == ["1.00e-01", "1.00e-01"]
 
 
-def test_describe_states_verdicts_with_numbers():
-    s = _summary([("A", "additive", 0.5, 10, 1e-4), ("A", "hybrid", 0.6, INF, 0.25),
-                  ("B", "additive", 0.2, INF, 1.0), ("B", "hybrid", 0.2, 12, 1e-5)])
-    s["function"] = "beale"
-    assert L.describe(s) == ["- **beale**, hybrid: better with A (60%, gap 0.25 vs 50% in 10 steps), "
-                             "B (20% in 12 steps vs 20%, gap 1)."]
+def test_workers_give_the_same_tables_as_one_process():
+    kw = dict(lrs=L.lr_grid(1e-2, 1.0, 3), steps=20, n_tune=2, n_eval=3)
+    one = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD",)), **kw)
+    two = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD",)), **kw, workers=2)
+    for name in ("summary", "lr_scan", "curves", "paths"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name))
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        L.protocol([F.SPHERE], L.methods(), **kw, workers=0)

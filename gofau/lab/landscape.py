@@ -168,15 +168,23 @@ def protocol(
     lr_in: float = 1.0,
     seed: int = 0,
     n_paths: int = 4,
+    workers: int = 1,
 ) -> Comparison:
     """Tune each method's lr on ``n_tune`` starts, score it on ``n_eval`` other starts (see module doc).
 
     Tuning starts use seed ``seed`` and evaluation starts ``seed + 1``; all methods share them.
+    With ``workers`` > 1 the functions run in that many processes (one torch thread each) and their
+    tables are joined: the result is the same, as every function draws its own starts.
     """
     if not isinstance(n_tune, int) or n_tune < 1 or not isinstance(n_eval, int) or n_eval < 1:
         raise ValueError(f"n_tune and n_eval must be positive ints, got {n_tune!r} and {n_eval!r}")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers > 1 and len(functions) > 1:
+        return _in_workers(functions, methods, workers, dict(lrs=lrs, steps=steps, n_tune=n_tune, n_eval=n_eval,
+                                                             tol=tol, lr_in=lr_in, seed=seed, n_paths=n_paths))
     lrs = [float(lr) for lr in lrs]
     summary, scan, curves, paths = [], [], [], []
     for f in functions:
@@ -197,6 +205,19 @@ def protocol(
     settings = dict(lrs=lrs, steps=steps, n_tune=n_tune, n_eval=n_eval, tol=tol, lr_in=lr_in, seed=seed)
     return Comparison(pd.DataFrame(summary), pd.DataFrame(scan), pd.concat(curves, ignore_index=True),
                       pd.concat(paths, ignore_index=True), settings)
+
+
+def _in_workers(functions, methods, workers: int, settings: dict) -> Comparison:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    with ProcessPoolExecutor(min(workers, len(functions)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        parts = list(pool.map(partial(protocol, methods=methods, **settings), [[f] for f in functions]))
+    tables = (pd.concat([getattr(p, k) for p in parts], ignore_index=True)
+              for k in ("summary", "lr_scan", "curves", "paths"))
+    return Comparison(*tables, {k: v for k, v in parts[0].settings.items()})
 
 
 def from_starts(function: Function2D, picks, starts: torch.Tensor, steps: int, tol: float = 1e-3,
@@ -269,29 +290,3 @@ def rounded(summary: pd.DataFrame, digits: int = 3, floor: float = 1e-12) -> pd.
     out["final_gap"] = [f"<{floor:.0e}" if v < floor else "inf" if not math.isfinite(v) else f"{v:.{digits - 1}e}"
                         for v in out.final_gap]
     return out
-
-
-def describe(summary: pd.DataFrame, reference: str = "additive") -> list[str]:
-    """One Markdown line per function and rule saying, with the measured numbers, for which bases
-    the rule beat ``reference``, lost to it, or tied (see :func:`verdicts`)."""
-    v = verdicts(summary, reference).set_index(["function", "base", "rule"]).verdict
-    s = summary.set_index(["function", "base", "rule"])
-    lines = []
-    for (f, rule), group in v.groupby(level=["function", "rule"], sort=False):
-        parts = []
-        for word in ("better", "worse", "tie"):
-            bases = [b for (_, b, _), w in group.items() if w == word]
-            if bases:
-                pairs = ((b, _short(s.loc[f, b, rule]), _short(s.loc[f, b, reference])) for b in bases)
-                what = ", ".join(f"{b} ({mine} vs {ref})" for b, mine, ref in pairs)
-                parts.append(f"{'ties' if word == 'tie' else word} with {what}")
-        lines.append(f"- **{f}**, {rule}: " + "; ".join(parts) + ".")
-    return lines
-
-
-def _short(row) -> str:
-    """'95% in 82 steps', or '0%, gap 0.99' when the median start never reaches the tolerance."""
-    head = f"{100 * row.success:.0f}%"
-    if not math.isfinite(row.median_steps):
-        return f"{head}, gap {row.final_gap:.2g}"
-    return f"{head} in {row.median_steps:g} step{'' if row.median_steps == 1 else 's'}"
