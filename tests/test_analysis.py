@@ -24,59 +24,6 @@ def epochs_frame():
     return pd.DataFrame(rows)
 
 
-def test_curve_bands_median_and_quantiles():
-    df = A.curve_bands(epochs_frame(), "rule", band=(0.0, 1.0))
-    row = df[(df.rule == "hybrid") & (df.epoch == 2)].iloc[0]
-    assert row.n == 3
-    assert row["median"] == pytest.approx(0.62)
-    assert (row.lo, row.hi) == pytest.approx((0.6, 0.67))
-    iqr = A.curve_bands(epochs_frame(), "rule").query("rule == 'additive' and epoch == 1").iloc[0]
-    # quantiles of {0.4, 0.42, 0.47} by linear interpolation: 0.25 -> 0.41, 0.75 -> 0.445
-    assert (iqr.lo, iqr.hi) == pytest.approx((0.41, 0.445))
-
-
-def test_curve_bands_refuses_bad_band_and_missing_column():
-    with pytest.raises(ValueError, match="band"):
-        A.curve_bands(epochs_frame(), "rule", band=(0.8, 0.2))
-    with pytest.raises(ValueError, match="lacks column.*'optimizer'"):
-        A.curve_bands(epochs_frame(), ["optimizer"])
-    with pytest.raises(TypeError, match="by must be"):
-        A.curve_bands(epochs_frame(), 3)
-
-
-def test_at_epochs_keeps_only_reached_epochs_and_final():
-    t = A.at_epochs(epochs_frame(), "rule", at=(1, 3, 5, 10))
-    assert list(t.columns) == ["n", "epoch 1", "epoch 3", "final"]
-    assert t.loc["additive", "epoch 1"] == pytest.approx(0.42)
-    assert t.loc["hybrid", "final"] == pytest.approx(0.72)
-    assert t.loc["hybrid", "n"] == 3
-
-
-def test_time_to_target_counts_epochs_seconds_and_misses():
-    ttt = A.time_to_target(epochs_frame(), 0.6).set_index("id")
-    # additive seed 0: 0.4, 0.5, 0.6 -> epoch 3, 3 * 10 s; seed 2: 0.47, 0.57, 0.67 -> epoch 3, 3 * 12 s
-    assert ttt.loc["additive0"].tolist() == [3, 30.0]
-    assert ttt.loc["additive2"].tolist() == [3, 36.0]
-    assert ttt.loc["hybrid2"].tolist() == [2, 24.0]
-    none = A.time_to_target(epochs_frame(), 0.9)
-    assert np.isinf(none[["epochs", "seconds"]].to_numpy()).all()
-    with pytest.raises(ValueError, match="target"):
-        A.time_to_target(epochs_frame(), float("nan"))
-
-
-def test_summarise_time_to_target_medians_count_misses_as_never():
-    ep = epochs_frame()
-    runs = ep.drop_duplicates("id")[["id", "rule"]]
-    s = A.summarise_time_to_target(A.time_to_target(ep, 0.58), runs, "rule")
-    # additive reaches 0.58 at epochs 3, 3, 2 (seed offsets 0, 0.02, 0.07): median 3; hybrid: 2, 2, 1
-    assert s.loc["additive", "reached"] == "3/3" and s.loc["additive", "epochs"] == 3
-    assert s.loc["hybrid", "epochs"] == 2
-    s = A.summarise_time_to_target(A.time_to_target(ep, 0.66), runs, "rule")
-    assert s.loc["additive", "reached"] == "1/3"
-    assert A.never(s.loc["additive", "epochs"]) == "never"
-    assert A.never(2.0) == "2"
-
-
 def test_spread_and_curve_spread():
     ep = epochs_frame()
     last = ep[ep.epoch == 3].rename(columns={"test_acc": "final_test_acc"})
@@ -90,34 +37,6 @@ def test_spread_and_curve_spread():
     one = A.spread(last[last.seed == 0], "rule")
     assert one.loc["hybrid", "n"] == 1 and one[["std", "range"]].isna().all().all()
     assert A.curve_spread(ep[ep.seed == 0], "rule")[["mean_std", "mean_range", "max_range"]].isna().all().all()
-
-
-def test_min_mannwhitney_p():
-    assert A.min_mannwhitney_p(3, 3) == pytest.approx(0.1)
-    assert A.min_mannwhitney_p(2, 2) == pytest.approx(1 / 3)
-    assert A.min_mannwhitney_p(1, 1) == 1.0
-    with pytest.raises(ValueError, match="n_a"):
-        A.min_mannwhitney_p(0, 3)
-
-
-def test_compare_matches_scipy_and_the_floor_is_reached():
-    a, b = [0.71, 0.73, 0.72], [0.60, 0.61, 0.65]
-    w = A.test_difference(a, b)
-    ref = stats.ttest_ind(a, b, equal_var=False)
-    assert w["p_value"] == pytest.approx(ref.pvalue) and w["diff"] == pytest.approx(0.1)
-    m = A.test_difference(a, b, "mannwhitney")
-    # completely separated samples give the smallest possible exact p
-    assert m["p_value"] == pytest.approx(m["min_p"]) == pytest.approx(0.1)
-    assert m["statistic"] == 9
-
-
-def test_compare_errors():
-    with pytest.raises(ValueError, match="test must be one of"):
-        A.test_difference([1, 2], [3, 4], "ttest")
-    with pytest.raises(ValueError, match="at least 2"):
-        A.test_difference([1], [3, 4])
-    with pytest.raises(ValueError, match="finite"):
-        A.test_difference([1, float("nan")], [3, 4])
 
 
 def test_lr_sensitivity_treats_divergence_as_zero():
@@ -218,18 +137,6 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     assert fields[["n_train", "n_test", "threads"]].iloc[0].tolist() == [64, 32, 1]
 
 
-def test_plot_bands_draws_one_line_and_band_per_group():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots()
-    A.plot_bands(ax, A.curve_bands(epochs_frame(), "rule", band=(0, 1)), "rule")
-    assert [line.get_label() for line in ax.get_lines()] == ["additive", "hybrid"]
-    assert len(ax.collections) == 2
-    assert ax.get_lines()[1].get_ydata().tolist() == pytest.approx([0.52, 0.62, 0.72])
-    plt.close(fig)
-
-
 def test_depth_table_orders_architectures():
     assert sorted(A.DEPTH, key=A.DEPTH.get) == ["resnet9", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
     assert math.isclose(A.DEPTH["resnet101"] / A.DEPTH["resnet18"], 101 / 18)
@@ -248,7 +155,7 @@ def test_paired_difference_known_answers():
     # the pairing matters: a shift hidden by a large between-seed spread is still found
     base = np.array([10.0, 50.0, 30.0, 70.0, 90.0, 20.0])
     assert A.paired_difference(base + 1, base)["p"] == pytest.approx(2 / 2**6)
-    assert A.test_difference(base + 1, base)["p_value"] > 0.9
+    assert stats.ttest_ind(base + 1, base).pvalue > 0.9  # unpaired, the shift drowns in the spread
 
 
 def test_paired_difference_refuses_bad_input():

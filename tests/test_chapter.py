@@ -91,32 +91,6 @@ def test_repo_root_holds_the_project():
     assert (root / "pyproject.toml").is_file() and (root / "gofau" / "lab" / "chapter.py").is_file()
 
 
-def test_data_dir_from_environment(tmp_path, monkeypatch):
-    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"")
-    monkeypatch.setenv("GOFAU_DATA", str(tmp_path))
-    assert chapter.data_dir() == tmp_path
-    assert chapter.data_dir("cifar10-jpeg.tar.gz") == tmp_path / "cifar10-jpeg.tar.gz"
-
-
-def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setenv("GOFAU_DATA", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError) as err:
-        chapter.data_dir("cifar10-jpeg.tar.gz")
-    message = str(err.value)
-    assert str(tmp_path / "nowhere" / "cifar10-jpeg.tar.gz") in message
-    assert "from GOFAU_DATA" in message and "set GOFAU_DATA=" in message
-
-
-def test_data_dir_default_is_shared_data_beside_the_repo(monkeypatch):
-    monkeypatch.delenv("GOFAU_DATA", raising=False)
-    expected = chapter.repo_root().parent / "shared" / "data"
-    if expected.exists():
-        assert chapter.data_dir() == expected
-    else:
-        with pytest.raises(FileNotFoundError, match="GOFAU_DATA is unset"):
-            chapter.data_dir()
-
-
 def test_environment_names_python_torch_and_device():
     import platform
 

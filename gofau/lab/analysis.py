@@ -2,14 +2,13 @@
 initialisation, depth, gamma, gradient flow).
 
 Runs are selected by the grid file that produced them (:func:`grid_runs`: the configuration hashes
-of its product stage and of its tune stage), so a chapter shows exactly one grid's records. Over
-seeds, curves are summarised by the median and a band between two quantiles (:func:`curve_bands`;
-with three seeds the honest band is the full range, quantiles 0 and 1). Time to target
-(:func:`time_to_target`) is the first epoch whose metric reaches the target and the training seconds
-summed up to it; a run that never reaches it counts as ``inf`` ("never"), as in AlgoPerf.
-:func:`test_difference` runs Welch's t-test or the exact two-sided Mann-Whitney U test; with n_a and n_b
-runs the latter can never give p below 2 / C(n_a + n_b, n_a) (:func:`min_mannwhitney_p`: 0.1 for 3
-against 3 seeds).
+of its product stage and of its tune stage, and which of them the grid picked), so a chapter shows
+exactly one grid's records and the picks the grid made. Comparisons between methods are paired by
+seed (:func:`paired_comparisons`: bootstrap intervals and Wilcoxon signed-rank tests) or compare
+spreads (:func:`spread_comparisons`: Brown-Forsythe), with Holm's correction across a chapter's
+family (:func:`holm`). The early phase of training is read from step logs (:func:`early_phase`:
+steps and seconds to a fixed loss target, a miss counting as never, as in AlgoPerf; mean loss up to
+a fixed horizon).
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ import pandas as pd
 from gofau.lab import records as gresults
 
 DEPTH = {"resnet9": 9, "vgg16": 16, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
-TESTS = ("welch", "mannwhitney")
 
 
 def _by(by) -> list[str]:
@@ -143,68 +141,7 @@ def describe_records(out: str | Path, ids) -> str:
             f"torch {values('torch_version')}; {dates}")
 
 
-# ---------------------------------------------------------------- curves and tables
-
-def curve_bands(epochs: pd.DataFrame, by, metric: str = "test_acc", band=(0.25, 0.75)) -> pd.DataFrame:
-    """Per group of ``by`` and epoch: ``n`` runs, ``median``, and ``lo``/``hi`` = the ``band``
-    quantiles (linear interpolation) of ``metric`` over the runs (seeds)."""
-    by = _by(by)
-    _need(epochs, [*by, "epoch", metric], "epochs")
-    lo, hi = band
-    if not 0 <= lo <= hi <= 1:
-        raise ValueError(f"band must be two quantiles 0 <= lo <= hi <= 1, got {band!r}")
-    g = epochs.groupby([*by, "epoch"])[metric]
-    out = pd.DataFrame({"n": g.size(), "median": g.median(), "lo": g.quantile(lo), "hi": g.quantile(hi)})
-    return out.reset_index()
-
-
-def at_epochs(epochs: pd.DataFrame, by, at=(1, 3, 5, 10), metric: str = "test_acc") -> pd.DataFrame:
-    """Median over runs of ``metric`` at each epoch of ``at`` that some run reached ("epoch k"
-    columns), and at each run's last epoch ("final"); ``n`` is the number of runs per group."""
-    by = _by(by)
-    _need(epochs, [*by, "id", "epoch", metric], "epochs")
-    grouped = epochs.groupby(by)
-    table = pd.DataFrame({"n": grouped["id"].nunique()})
-    for k in at:
-        sel = epochs[epochs["epoch"] == k]
-        if len(sel):
-            table[f"epoch {k}"] = sel.groupby(by)[metric].median()
-    last = epochs.loc[epochs.groupby("id")["epoch"].idxmax()]
-    table["final"] = last.groupby(by)[metric].median()
-    return table
-
-
-def time_to_target(epochs: pd.DataFrame, target: float, metric: str = "test_acc",
-                   seconds: str = "train_time_s") -> pd.DataFrame:
-    """Per run (``id``): the first ``epoch`` with ``metric`` >= ``target`` and the ``seconds`` column
-    summed over epochs up to and including it (training time; evaluation excluded by default);
-    both ``inf`` when the run never reaches the target."""
-    _need(epochs, ["id", "epoch", metric, seconds], "epochs")
-    if not isinstance(target, (int, float)) or isinstance(target, bool) or not math.isfinite(target):
-        raise ValueError(f"target must be a finite number, got {target!r}")
-    rows = []
-    for rid, run in epochs.sort_values("epoch").groupby("id", sort=True):
-        hit = run[run[metric] >= target]
-        if len(hit):
-            e = int(hit["epoch"].iloc[0])
-            rows.append((rid, e, float(run.loc[run["epoch"] <= e, seconds].sum())))
-        else:
-            rows.append((rid, math.inf, math.inf))
-    return pd.DataFrame(rows, columns=["id", "epochs", "seconds"])
-
-
-def summarise_time_to_target(ttt: pd.DataFrame, runs: pd.DataFrame, by) -> pd.DataFrame:
-    """Per group: ``reached`` ("k/n" runs that hit the target) and the median ``epochs`` and
-    ``seconds`` over all its runs, misses counted as inf (so a median is inf when half or more miss)."""
-    by = _by(by)
-    _need(runs, ["id", *by], "runs")
-    df = ttt.merge(runs[["id", *by]], on="id")
-    g = df.groupby(by)
-    return pd.DataFrame({
-        "reached": g["epochs"].apply(lambda s: f"{int(np.isfinite(s).sum())}/{len(s)}"),
-        "epochs": g["epochs"].apply(lambda s: float(np.median(s))),
-        "seconds": g["seconds"].apply(lambda s: float(np.median(s))),
-    })
+# ---------------------------------------------------------------- the early phase
 
 
 def early_phase(steps: pd.DataFrame, target: float, horizon: int, metric: str = "train_loss") -> pd.DataFrame:
@@ -235,11 +172,6 @@ def early_phase(steps: pd.DataFrame, target: float, horizon: int, metric: str = 
     return pd.DataFrame(rows, columns=["id", "steps_to_target", "seconds_to_target", "auc"])
 
 
-def never(x: float, fmt: str = "{:.0f}") -> str:
-    """``fmt`` of a finite number, "never" for inf (a missed target)."""
-    return fmt.format(x) if math.isfinite(x) else "never"
-
-
 # ---------------------------------------------------------------- spread and tests
 
 def spread(runs: pd.DataFrame, by, metric: str = "final_test_acc") -> pd.DataFrame:
@@ -265,40 +197,6 @@ def curve_spread(epochs: pd.DataFrame, by, metric: str = "train_loss") -> pd.Dat
     h = per.groupby(by)
     return pd.DataFrame({"n": h["n"].max(), "mean_std": h["std"].mean(), "mean_range": h["range"].mean(),
                          "max_range": h["range"].max()})
-
-
-def min_mannwhitney_p(n_a: int, n_b: int) -> float:
-    """The smallest two-sided p-value the exact Mann-Whitney U test can return: 2 / C(n_a + n_b, n_a)."""
-    for name, n in (("n_a", n_a), ("n_b", n_b)):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
-    return min(1.0, 2 / math.comb(n_a + n_b, n_a))
-
-
-def test_difference(a, b, test: str = "welch") -> dict:
-    """Two-sided test of a difference between samples ``a`` and ``b`` (e.g. final accuracies over
-    seeds): ``welch`` (scipy.stats.ttest_ind, unequal variances) or ``mannwhitney`` (exact U test).
-    Returns n_a, n_b, mean_a, mean_b, diff (mean_a - mean_b), statistic, p_value, test, and
-    min_p (the smallest p the test could give at these sizes: 0 for Welch)."""
-    from scipy import stats
-
-    if test not in TESTS:
-        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    if a.ndim != 1 or b.ndim != 1 or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("a and b must be one-dimensional samples of finite numbers")
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"a and b need at least 2 values each for a test, got {len(a)} and {len(b)}")
-    if test == "welch":
-        res = stats.ttest_ind(a, b, equal_var=False)
-        min_p = 0.0
-    else:
-        res = stats.mannwhitneyu(a, b, alternative="two-sided", method="exact")
-        min_p = min_mannwhitney_p(len(a), len(b))
-    return dict(test=test, n_a=len(a), n_b=len(b), mean_a=float(a.mean()), mean_b=float(b.mean()),
-                diff=float(a.mean() - b.mean()), statistic=float(res.statistic), p_value=float(res.pvalue),
-                min_p=min_p)
 
 
 def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
@@ -475,16 +373,3 @@ def grad_flow_layers(grad: pd.DataFrame, by) -> pd.DataFrame:
     out["layer"] = out["param"].map(order)
     out["kind"] = out["param"].map(kinds)
     return out.sort_values([*by, "layer"]).reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- figures
-
-def plot_bands(ax, bands: pd.DataFrame, label, style=None) -> None:
-    """One median line with a shaded lo-hi band per group of :func:`curve_bands` output; ``label``
-    names the column(s) that identify a curve, ``style(key) -> dict`` gives its matplotlib style."""
-    label = _by(label)
-    for key, g in bands.groupby(label):
-        key = key if isinstance(key, tuple) else (key,)
-        kw = style(key if len(key) > 1 else key[0]) if style else {}
-        line, = ax.plot(g["epoch"], g["median"], marker="o", ms=3, label=" / ".join(map(str, key)), **kw)
-        ax.fill_between(g["epoch"], g["lo"], g["hi"], color=line.get_color(), alpha=0.2, lw=0)

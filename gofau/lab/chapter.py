@@ -1,5 +1,5 @@
 """What the book's chapters share: records loading, one figure theme and palette, HTML tables,
-glued numbers, papermill parameter checking, data and repository paths, environment.
+glued numbers, papermill parameter checking, the repository root, environment.
 
 A results chapter reads one grid's records with :func:`load`, sets the figure style once with
 :func:`theme` (seaborn; every rule and optimizer keeps the colour and marker of :data:`RULE_STYLE`
@@ -16,13 +16,16 @@ cells and raises.
 from __future__ import annotations
 
 import ast
-import os
 import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gofau.lab.provenance import ROOT
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INJECTED_HEADER = "# Parameters"  # papermill's first line of the injected-parameters cell
 
@@ -30,26 +33,6 @@ INJECTED_HEADER = "# Parameters"  # papermill's first line of the injected-param
 def repo_root() -> Path:
     """The repository root: the folder holding the ``gofau`` package (editable install)."""
     return ROOT
-
-
-def data_dir(name: str | None = None) -> Path:
-    """The offline data folder (:func:`gofau.lab.data.default_data_dir`), or the file ``name`` in it.
-
-    Raises FileNotFoundError saying where it looked and how to provide the data.
-    """
-    from gofau.lab.data import default_data_dir
-
-    folder = default_data_dir()
-    source = "GOFAU_DATA" if os.environ.get("GOFAU_DATA") else \
-        "the default <repo root>/../shared/data (GOFAU_DATA is unset or empty)"
-    target = folder / name if name else folder
-    if not target.exists():
-        raise FileNotFoundError(
-            f"data not found: {target} (looked in {folder}, from {source}). "
-            "Put the data set archives (e.g. cifar10-jpeg.tar.gz) in one folder and set "
-            "GOFAU_DATA=/path/to/that/folder; see README.md, section 'Image experiments'."
-        )
-    return target
 
 
 def _assignments(source: str, what: str) -> dict[str, ast.expr]:
@@ -260,8 +243,8 @@ class Records:
     scale: str | None   # the key of ``grids`` shown, or None when no grid has records
     grid: str | None    # its grid file, relative to the repository root
     out: Path           # the records folder
-    runs: "pd.DataFrame"    # one row per recorded run of the grid, with ``stage`` and ``picked``
-    epochs: "pd.DataFrame"  # one row per (finished run, epoch), with the run's settings
+    runs: pd.DataFrame    # one row per recorded run of the grid, with ``stage`` and ``picked``
+    epochs: pd.DataFrame  # one row per (finished run, epoch), with the run's settings
 
     @property
     def finished(self):
