@@ -135,3 +135,30 @@ def test_a_bad_value_anywhere_in_the_grid_or_its_tune_stage_is_refused_up_front(
 def test_the_thread_count_does_not_change_a_run_id(tmp_path):
     from gofau.lab.config import TrainConfig, run_id
     assert run_id(TrainConfig(**BASE)) == run_id(TrainConfig(**dict(BASE, threads=2)))
+
+
+def test_a_pick_on_the_edge_extends_that_axis_and_the_chapters_see_the_same_runs(tmp_path):
+    spec = dict(base=BASE, axes=dict(optimizer="sgd", rule="multiplicative", lr=[0.25, 0.5, 1.0], lr_in=[1.0, 10.0]),
+                tune=dict(over=["lr", "lr_in"], seeds=[7], extend=2))
+    grid.check_spec(spec)
+    configs = grid.expand(spec)
+    out = tmp_path / "results"
+    for c in configs:  # accuracy grows with lr and with lr_in: the pick (1.0, 10.0) is on both edges
+        _fake_record(out, c, c["lr"] / 10 + c["lr_in"] / 100)
+    new = grid.extensions(spec, configs, out)
+    assert sorted((c["lr"], c["lr_in"]) for c in new) == [(1.0, 100.0), (2.0, 10.0)]  # one step beyond the pick
+    for c in new:
+        _fake_record(out, c, 0.05)  # both worse: the pick is inside the grid now
+    assert grid.extensions(spec, configs + new, out) == []
+    assert [(c["lr"], c["lr_in"]) for c in grid.picks(spec, configs + new, out)] == [(1.0, 10.0)]
+    assert len(grid.tuning_configs(spec, out)) == 8  # rebuilt from the records, as the chapters do
+    from gofau.lab import analysis
+    ids = analysis.grid_ids(write(tmp_path, spec), out)
+    assert sum(stage == "grid" for stage, _ in ids.values()) == 8 and sum(p for _, p in ids.values()) == 2
+
+
+def test_tune_over_must_name_settings_and_extend_be_bounded():
+    with pytest.raises(ValueError, match="tune.over must name a setting"):
+        grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over=["lr", "lr"], seeds=[1])))
+    with pytest.raises(ValueError, match=r"tune.extend must be an integer in \[0, 10\]"):
+        grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1], extend=-1)))

@@ -45,10 +45,10 @@ def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tu
     stage) or "tune" (the runs its picks imply, given the records in ``out``), and whether the run
     is at a picked setting (:func:`gofau.lab.grid.picks`, the grid runner's own pick)."""
     from gofau.lab.config import TrainConfig, identity, run_id
-    from gofau.lab.grid import expand, picks, read_grid, tuned
+    from gofau.lab.grid import picks, read_grid, tuned, tuning_configs
 
     spec = read_grid(grid_file)
-    configs = expand(spec)
+    configs = tuning_configs(spec, out)
     chosen = picks(spec, configs, out)
     unseeded = [{k: v for k, v in identity(TrainConfig(**c)).items() if k != "seed"} for c in chosen]
     ids = {}
@@ -74,13 +74,15 @@ def grid_runs(grid_file: str | Path, out: str | Path = "results") -> pd.DataFram
     return df.reset_index(drop=True)
 
 
-def picked_runs(runs: pd.DataFrame, by, over: str = "lr") -> pd.DataFrame:
+def picked_runs(runs: pd.DataFrame, by, over="lr") -> pd.DataFrame:
     """The finished runs at each group's picked setting (the grid runner's pick, every seed), with
-    ``tried``: how many values of ``over`` the group's product stage finished."""
-    by = _by(by)
-    _need(runs, [*by, over, "status", "stage", "picked"], "runs")
+    ``tried``: how many settings of ``over`` (a column or a list) the group's tuning stage finished,
+    its tuning budget."""
+    by, over = _by(by), _by(over)
+    _need(runs, [*by, *over, "status", "stage", "picked"], "runs")
     done = runs[runs["status"] == "finished"]
-    tried = done[done["stage"] == "grid"].groupby(by)[over].nunique().rename("tried")
+    tried = (done[done["stage"] == "grid"].groupby(by)[over]
+             .apply(lambda d: len(d.drop_duplicates())).rename("tried"))
     picked = done[done["picked"].astype(bool)]
     return picked.join(tried, on=by).reset_index(drop=True)
 

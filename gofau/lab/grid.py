@@ -4,8 +4,11 @@ The file has a ``base`` configuration (any :class:`gofau.lab.train.TrainConfig` 
 ``axes`` (a mapping from setting to a list of values: their Cartesian product) or ``grids`` (a list
 of such mappings, each a product of its own; the runs are their union, in order). An optional
 ``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks (:func:`picks`), for each group of runs
-that differ only in ``over``, the value whose run scores best (:func:`score`), once every value has
-a finished or failed record, then runs that value with each listed seed. The chapters read the
+that differ only in ``over`` (one setting or a list, e.g. ``[lr, lr_in]``) and the seed, the values
+whose runs score best on average over their seeds (:func:`score`), once every run has a finished or
+failed record, then runs them with each listed seed. With ``extend: N``, a pick on the edge of a
+numeric axis first extends that axis one step beyond it (the same ratio as its last step), up to N
+times (:func:`extensions`), so that no pick is an artefact of where the grid stopped. The chapters read the
 same picks, so they show what was tuned. The score is the final validation accuracy (the test
 accuracy for runs without a validation split, which the chapters then say).
 
@@ -54,7 +57,7 @@ def read_grid(path: str | Path) -> dict:
 def check_spec(spec) -> None:
     """Checks a grid specification's shape before anything runs: known keys, a mapping of settings in
     ``base``, non-empty lists of values in ``axes`` (or in each mapping of ``grids``), and ``tune`` as
-    ``{over: <setting>, seeds: [<int>, ...]}``. Every configuration it implies is then checked by
+    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>}``. Every configuration it implies is then checked by
     :func:`gofau.lab.config.validate`, in :func:`run_grid`."""
     if not isinstance(spec, dict):
         raise ValueError("a grid must be a mapping with 'base' and 'axes' or 'grids'")
@@ -75,11 +78,17 @@ def check_spec(spec) -> None:
             _settings(block, f"grids[{i}]", lists=True)
     tune = spec.get("tune")
     if tune is not None:
-        if not isinstance(tune, dict) or set(map(str, tune)) - {"over", "seeds"}:
-            raise ValueError(f"tune must be a mapping {{over: <setting>, seeds: [<int>, ...]}}, got {tune!r}")
+        if not isinstance(tune, dict) or set(map(str, tune)) - {"over", "seeds", "extend"}:
+            raise ValueError(f"tune must be a mapping {{over: <setting(s)>, seeds: [<int>, ...], extend: <int>}}, "
+                             f"got {tune!r}")
         over = tune.get("over", "lr")
-        if over not in FIELDS or over == "seed":
-            raise ValueError(f"tune.over must name a setting other than seed, got {over!r}")
+        names = [over] if isinstance(over, str) else over
+        if (not isinstance(names, list) or not names or len(set(map(str, names))) != len(names)
+                or any(n not in FIELDS or n == "seed" for n in names)):
+            raise ValueError(f"tune.over must name a setting other than seed, or a list of them, got {over!r}")
+        extend = tune.get("extend", 0)
+        if not isinstance(extend, int) or isinstance(extend, bool) or not 0 <= extend <= 10:
+            raise ValueError(f"tune.extend must be an integer in [0, 10], got {extend!r}")
         seeds = tune.get("seeds")
         if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
@@ -124,32 +133,86 @@ def score(record: dict | None) -> float:
     return acc if acc is not None and math.isfinite(acc) else -math.inf
 
 
-def picks(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
-    """Per group of ``configs`` that differ only in the tune stage's ``over`` setting and the seed,
-    the configuration at the value of ``over`` whose runs score best on average over their seeds
-    (the first such value on a tie), once every run of the group has a finished or failed record
-    and one has finished. Groups still running, and grids without a tune stage, give none."""
-    tune = spec.get("tune")
-    if not tune:
-        return []
-    over = tune.get("over", "lr")
+def _over(spec: dict) -> list[str]:
+    over = (spec.get("tune") or {}).get("over", "lr")
+    return [over] if isinstance(over, str) else list(over)
+
+
+def _groups(spec: dict, configs: list[dict]) -> list[dict[str, list]]:
+    """``configs`` grouped by every setting but the tune stage's ``over`` settings and the seed; in a
+    group, the configurations by their values of ``over`` (a JSON list)."""
+    over = _over(spec)
     groups: dict[str, dict[str, list]] = {}
     for c in configs:
         ident = identity(TrainConfig(**c))
-        rest = {k: v for k, v in ident.items() if k not in (over, "seed")}
+        rest = {k: v for k, v in ident.items() if k not in (*over, "seed")}
         values = groups.setdefault(gresults.config_hash(rest), {})
-        values.setdefault(json.dumps(ident[over]), []).append(c)
+        values.setdefault(json.dumps([ident.get(k) for k in over]), []).append(c)
+    return list(groups.values())
+
+
+def _best(values: dict[str, list], out) -> str | None:
+    """The key of ``values`` whose runs score best on average over their seeds (the first on a tie);
+    None while a run has no finished or failed record, or none has finished."""
+    found = {v: [_record(out, c) for c in cs] for v, cs in values.items()}
+    runs = [r for rs in found.values() for r in rs]
+    if any(r is None or r.get("status") not in ("finished", "failed") for r in runs) or not any(
+            r.get("status") == "finished" for r in runs):
+        return None
+    mean = {v: sum(score(r) for r in rs) / len(rs) for v, rs in found.items()}
+    return max(mean, key=mean.get)
+
+
+def picks(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
+    """Per group of ``configs`` that differ only in the tune stage's ``over`` settings and the seed,
+    the configuration at the values of ``over`` whose runs score best on average over their seeds
+    (the first on a tie), once every run of the group has a finished or failed record and one has
+    finished. Groups still running, and grids without a tune stage, give none."""
+    if not spec.get("tune"):
+        return []
     chosen = []
-    for values in groups.values():
-        found = {v: [_record(out, c) for c in cs] for v, cs in values.items()}
-        runs = [r for rs in found.values() for r in rs]
-        if any(r is None or r.get("status") not in ("finished", "failed") for r in runs) or not any(
-                r.get("status") == "finished" for r in runs):
-            continue  # not every value tried yet
-        mean = {v: sum(score(r) for r in rs) / len(rs) for v, rs in found.items()}
-        best = max(mean, key=mean.get)
-        chosen.append(values[best][0])
+    for values in _groups(spec, configs):
+        best = _best(values, out)
+        if best is not None:
+            chosen.append(values[best][0])
     return chosen
+
+
+def extensions(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
+    """New tuning configurations for every group whose pick lies on the edge of a numeric axis of
+    ``over`` with at least two values: the pick with that axis one step further out (the edge value
+    times the ratio of the last step), on each of the pick's seeds."""
+    over, known = _over(spec), {run_id(TrainConfig(**c)) for c in configs}
+    new = []
+    for values in _groups(spec, configs):
+        best = _best(values, out)
+        if best is None:
+            continue
+        pick = json.loads(best)
+        points = [json.loads(v) for v in values]
+        for d, name in enumerate(over):
+            axis = sorted({p[d] for p in points if isinstance(p[d], (int, float))})
+            if len(axis) < 2 or pick[d] not in (axis[0], axis[-1]) or 0 in axis[:2] + axis[-2:]:
+                continue
+            edge, inner = (axis[0], axis[1]) if pick[d] == axis[0] else (axis[-1], axis[-2])
+            for c in values[best]:  # the pick, one step further out along this axis, on each of its seeds
+                c2 = {**c, name: edge * edge / inner}
+                if run_id(TrainConfig(**c2)) not in known:
+                    known.add(run_id(TrainConfig(**c2)))
+                    new.append(c2)
+    return new
+
+
+def tuning_configs(spec: dict, out: str | Path) -> list[dict]:
+    """The tuning stage as far as the records in ``out`` take it: the product stage, then each round
+    of :func:`extensions` (at most ``tune.extend`` rounds) whose predecessors have records."""
+    configs = expand(spec)
+    for _ in range(int((spec.get("tune") or {}).get("extend", 0))):
+        new = extensions(spec, configs, out)
+        if not new:
+            break
+        configs += new
+    return configs
 
 
 def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
@@ -211,6 +274,14 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
 
     run_all(configs, "grid")
     if not dry_run:
+        for _ in range(int((spec.get("tune") or {}).get("extend", 0))):  # picks on an edge extend the grid
+            new = extensions(spec, configs, out)
+            if not new:
+                break
+            for c in new:
+                validate(TrainConfig(**c))
+            run_all(new, "extend")
+            configs += new
         run_all(tuned(spec, configs, out), "tune")
     return rows
 

@@ -1,4 +1,5 @@
-"""Image classifiers: ResNet9 (DAWNBench/airbench style), CIFAR-form ResNet18/34/50/101 and VGG16-BN.
+"""Image classifiers: ResNet9 (DAWNBench style), AirNet (airbench style), CIFAR-form ResNet18/34/50/101
+and VGG16-BN.
 
 Every model takes ``num_classes`` and ``width`` (a multiplier on every layer's channel count,
 rounded, at least 1). ``image_size`` 32 builds the CIFAR form (3x3 stride-1 stem, no max-pool);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHS = ("resnet9", "resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
+ARCHS = ("resnet9", "airnet", "resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
 INITS = ("default", "he", "xavier", "uniform", "scaled")
 
 
@@ -66,6 +67,31 @@ class ResNet9(nn.Module):
 
     def forward(self, x):
         return self.fc(self.features(x)) * self.scale
+
+
+class AirNet(nn.Module):
+    """A small, fast CIFAR network after Jordan's airbench (2024): a 2x2 stem convolution, then three
+    groups [conv 3x3, max-pool 2, BatchNorm, GELU, conv 3x3, BatchNorm, GELU] of 64, 256 and 256
+    channels (times ``width``), a global max-pool and a bias-free linear head scaled by 1/9. airbench's
+    other tricks (whitened, frozen stem; frozen BatchNorm scales; look-ahead; test-time flips) are left
+    out, so every parameter trains under the rule being compared."""
+
+    def __init__(self, num_classes=10, width=1.0, image_size=32):
+        super().__init__()
+        c0, c1, c2, c3 = _c(24, width), _c(64, width), _c(256, width), _c(256, width)
+
+        def group(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding="same", bias=False), nn.MaxPool2d(2),
+                                 nn.BatchNorm2d(cout), nn.GELU(),
+                                 nn.Conv2d(cout, cout, 3, padding="same", bias=False), nn.BatchNorm2d(cout),
+                                 nn.GELU())
+
+        self.features = nn.Sequential(nn.Conv2d(3, c0, 2, bias=True), nn.GELU(), group(c0, c1), group(c1, c2),
+                                      group(c2, c3), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c3, num_classes, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.features(x)) / 9
 
 
 class BasicBlock(nn.Module):
@@ -192,6 +218,8 @@ def build(arch: str, num_classes: int = 10, width: float = 1.0, image_size: int 
         raise ValueError(f"width must be a positive number, got {width!r}")
     if arch == "resnet9":
         model = ResNet9(num_classes, width, image_size)
+    elif arch == "airnet":
+        model = AirNet(num_classes, width, image_size)
     elif arch == "vgg16":
         model = VGG16(num_classes, width, image_size)
     else:
