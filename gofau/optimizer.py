@@ -15,7 +15,7 @@ from .rules import RULES, fixes_zeros
 
 _INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
 COMMON = ("lr", "lr_in", "lr_out", "gamma", "weight_decay", "maximize", "foreach", "fused")
-_GROUP_KEYS = {"params", "lr_ref", "param_names"}  # besides the defaults: set by us, or by torch.optim itself
+_GROUP_KEYS = {"params", "lr_ref", "param_names", "initial_lr"}  # besides the defaults: ours, torch.optim's, schedulers'
 
 
 def _update(group, params, grads, states, steps, observe=None):
@@ -114,7 +114,8 @@ class GOFAU(Optimizer):
 
     def register_direction_hook(self, hook) -> RemovableHandle:
         """Calls ``hook(optimizer, group, params, u)`` at every step, once per param group and per
-        (device, dtype) bucket of its tensors with gradients, after the direction u = phi psi is computed
+        (device, dtype) bucket of its tensors with gradients (once per tensor with ``foreach=False``),
+        after the direction u = phi psi is computed
         and before the update rule moves ``params``: ``u[i]`` is the direction of ``params[i]``, with the
         group's lr_in not yet applied. Treat the tensors as read-only (clone what you keep). While a hook
         is registered, ``fused=True`` groups step eagerly (same math, not compiled). Returns a handle
@@ -179,8 +180,10 @@ class GOFAU(Optimizer):
             p = params[key] if isinstance(key, int) and 0 <= key < len(params) else None
             if p is None:
                 raise ValueError(f"state_dict has state for parameter {key!r}, this optimizer has {len(params)}")
-            group = next(g for g in groups if key in g["params"])
-            need = {"step", *DIRECTIONS[group["direction"]].init(p, group)}
+            group = next((g for g in groups if key in g["params"]), None)
+            if group is None:
+                raise ValueError(f"state_dict has state for parameter {key!r}, which none of its param groups lists")
+            need = {"step", *DIRECTIONS[group["direction"]].init(torch.empty(0, device="meta"), group)}
             if not need <= set(entry):
                 raise ValueError(f"state of parameter {key} lacks {', '.join(sorted(need - set(entry)))} "
                                  f"(a {group['direction']} optimizer keeps {', '.join(sorted(need))})")

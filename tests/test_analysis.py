@@ -116,14 +116,14 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     df = A.grid_runs(grid, out)
     assert df["id"].tolist() == [low] and df["stage"].tolist() == ["grid"]
     # no pick while a value is untried: the chapter shows the grid runner's pick, made once all are tried
-    assert A.picked_runs(df, "rule").empty
+    assert A.picked_runs(df, "rule", "lr").empty
     high = _save(out, {**base, "lr": 0.3}, [0.3, 0.4])
     tuned = _save(out, {**base, "lr": 0.3, "seed": 1}, [0.25, 0.35])
     _save(out, {**base, "lr": 0.3, "epochs": 5}, [0.1] * 5)  # another grid's run: left out
     df = A.grid_runs(grid, out).set_index("id")
     assert set(df.index) == {low, high, tuned}
     assert df.loc[tuned, "stage"] == "tune" and df.loc[high, "stage"] == "grid"
-    picked = A.picked_runs(df.reset_index(), "rule")
+    picked = A.picked_runs(df.reset_index(), "rule", "lr")
     assert set(picked["id"]) == {high, tuned} and picked["tried"].tolist() == [2, 2]
     assert A.pick_scale({"gpu": tmp_path / "none.yaml", "cpu": grid}, out, scale="cpu") == "cpu"
     assert A.pick_scale({"cpu": grid}, out) == "cpu"
@@ -225,3 +225,14 @@ def test_early_phase_by_hand():
     assert A.early_phase(steps, 1.0, horizon=50)["auc"].isna().all()  # the logs end before step 50
     with pytest.raises(ValueError, match="horizon must be an integer >= 1"):
         A.early_phase(steps, 1.0, horizon=0)
+
+
+def test_paired_comparisons_leave_out_a_diverged_pair_and_name_a_repeated_seed():
+    rows = [dict(rule=r, seed=s, acc=float(s) + (1 if r == "hybrid" else 0)) for r in ("additive", "hybrid")
+            for s in range(5)]
+    rows[9]["acc"] = float("nan")  # hybrid, seed 4 diverged
+    t = A.paired_comparisons(pd.DataFrame(rows), "rule", {"rule": "additive"}, metric="acc")
+    assert t.loc["hybrid", "n"] == 4 and t.loc["hybrid", "diff"] == 1.0
+    with pytest.raises(ValueError, match="seed repeats within a group"):
+        A.paired_comparisons(pd.DataFrame(rows + rows[:1]), "rule", {"rule": "additive"}, metric="acc")
+    assert A.describe_records("/nonexistent/folder", ["x"]) == "no records"

@@ -141,12 +141,15 @@ def _records(tmp_path, codes):
 
 
 def test_load_reads_a_grid_and_refuses_mixed_optimizer_math(tmp_path):
-    grid, out = _records(tmp_path, ["a1", "a1", None, "a1"])
+    grid, out = _records(tmp_path, ["a1"] * 4)
     rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
     assert rec.scale == "cpu" and rec.scale_name == "reduced-scale CPU runs" and len(rec.finished) == 4
     assert sorted(rec.epochs.test_acc) == [0.5, 0.5, 0.6, 0.6]
     grid, out = _records(tmp_path / "mixed", ["a1", "b2", "a1", "a1"])
     with pytest.raises(ValueError, match="different versions of the optimizer's math .*a1, b2"):
+        chapter.load({"cpu": str(grid)}, "auto", str(out))
+    grid, out = _records(tmp_path / "older", ["a1", None, "a1", "a1"])  # a record from before the hash
+    with pytest.raises(ValueError, match="different versions of the optimizer's math .*None, a1"):
         chapter.load({"cpu": str(grid)}, "auto", str(out))
 
 

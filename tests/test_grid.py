@@ -105,7 +105,7 @@ def test_picks_average_over_tuning_seeds_and_rank_divergence_and_failure_last(tm
 
 
 @pytest.mark.parametrize("spec, msg", [
-    (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lrr")), "tune.over must name a setting other than seed"),
+    (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lrr")), "tune.over must name a setting that defines a run"),
     (dict(base=BASE, axes=dict(lr=[0.1]), tune=[1, 2]), r"tune must be a mapping \{over"),
     (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[])), "tune.seeds must be a non-empty list"),
     (dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1, 1])), "distinct integers"),
@@ -158,7 +158,17 @@ def test_a_pick_on_the_edge_extends_that_axis_and_the_chapters_see_the_same_runs
 
 
 def test_tune_over_must_name_settings_and_extend_be_bounded():
-    with pytest.raises(ValueError, match="tune.over must name a setting"):
+    with pytest.raises(ValueError, match="tune.over must name a setting that defines a run"):
         grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over=["lr", "lr"], seeds=[1])))
     with pytest.raises(ValueError, match=r"tune.extend must be an integer in \[0, 10\]"):
         grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1], extend=-1)))
+
+
+def test_an_extension_never_leaves_a_settings_range(tmp_path):
+    spec = dict(base=dict(BASE, rule="hybrid", lr=0.1), axes=dict(gamma=[0.5, 1.0]), tune=dict(over="gamma", seeds=[3],
+                                                                                                 extend=1))
+    configs = grid.expand(spec)
+    out = tmp_path / "results"
+    for c in configs:
+        _fake_record(out, c, c["gamma"])  # the pick, gamma 1, is on the edge; gamma 2 does not exist
+    assert grid.extensions(spec, configs, out) == []

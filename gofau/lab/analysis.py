@@ -74,10 +74,10 @@ def grid_runs(grid_file: str | Path, out: str | Path = "results") -> pd.DataFram
     return df.reset_index(drop=True)
 
 
-def picked_runs(runs: pd.DataFrame, by, over="lr") -> pd.DataFrame:
+def picked_runs(runs: pd.DataFrame, by, over) -> pd.DataFrame:
     """The finished runs at each group's picked setting (the grid runner's pick, every seed), with
-    ``tried``: how many settings of ``over`` (a column or a list) the group's tuning stage finished,
-    its tuning budget."""
+    ``tried``: how many settings of ``over`` (a column or a list: the grid's ``tune.over``) the group's
+    tuning stage finished, its tuning budget."""
     by, over = _by(by), _by(over)
     _need(runs, [*by, *over, "status", "stage", "picked"], "runs")
     done = runs[runs["status"] == "finished"]
@@ -120,10 +120,10 @@ def describe_records(out: str | Path, ids) -> str:
     data set and subset sizes, epochs, device and threads, torch, and the UTC dates they finished."""
     ids = list(ids)
     info = record_fields(out, ids)
-    runs = gresults.load(out)
-    runs = runs[runs["id"].isin(ids)]
     if info.empty:
         return "no records"
+    runs = gresults.load(out)
+    runs = runs[runs["id"].isin(ids)]
 
     def values(col, fmt=str, frame=info):
         vals = sorted({v for v in frame[col] if v is not None and not (isinstance(v, float) and math.isnan(v))},
@@ -150,9 +150,10 @@ def early_phase(steps: pd.DataFrame, target: float, horizon: int, metric: str = 
     """Per run (``id``) of a step log (:func:`gofau.lab.records.load_steps`): ``steps_to_target``, the
     first logged step whose ``metric`` is at or below ``target``, and ``seconds_to_target``, the
     training seconds then (both inf when the run never gets there: a miss counts as never); and
-    ``auc``, the mean of ``metric`` over steps 0..``horizon`` (the trapezoidal area under the logged
-    curve divided by ``horizon``; NaN when the log ends before ``horizon``). Fix ``target`` and
-    ``horizon`` before looking at the runs."""
+    ``auc``, the mean of ``metric`` from the first logged step to ``horizon`` (the trapezoidal area
+    under the logged curve divided by that span; NaN when the log ends before ``horizon``, inf when the
+    loss is not finite on the way, as for a diverged run). Fix ``target`` and ``horizon`` before
+    looking at the runs."""
     _need(steps, ["id", "step", metric, "train_time_s"], "steps")
     if not (isinstance(target, (int, float)) and math.isfinite(target)):
         raise ValueError(f"target must be a finite number, got {target!r}")
@@ -166,7 +167,9 @@ def early_phase(steps: pd.DataFrame, target: float, horizon: int, metric: str = 
         k = hit[0] if len(hit) else None
         inside = x <= horizon
         auc = math.nan
-        if x.max() >= horizon and inside.sum() >= 2:
+        if x.max() >= horizon and not np.isfinite(y[x <= horizon]).all():
+            auc = math.inf
+        elif x.max() >= horizon and inside.sum() >= 2:
             auc = float(np.trapezoid(np.interp(np.append(x[inside], horizon), x, y),
                                      np.append(x[inside], horizon)) / (horizon - x[inside][0]))
         rows.append((rid, math.inf if k is None else int(x[k]),
@@ -272,16 +275,23 @@ def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test
     ``{"rule": "additive"}``, and the same other columns of ``by``), paired on ``pair``: one row per
     comparison and metric (``metric``: a column or a list of them) with :func:`paired_difference`'s
     n, diff, lo, hi and p, ``p_holm`` (Holm across every row: the family) and ``significant``
-    (p_holm < alpha). With several metrics the index starts with ``metric``."""
+    (p_holm < alpha). With several metrics the index starts with ``metric``. Pairs with a non-finite
+    value (a diverged run) are left out, so ``n`` counts the pairs used; groups need ``by`` to make
+    ``pair`` unique."""
     by = _by(by)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     _need(runs, [*by, pair, *metrics, *against], "runs")
     rows = {}
     for m in metrics:
         for key, g, ref in _against(runs, by, against):
+            for side in (g, ref):
+                if side[pair].duplicated().any():
+                    raise ValueError(f"{key}: {pair} repeats within a group; add the column that varies to by")
             both = g.set_index(pair)[m].to_frame("a").join(ref.set_index(pair)[m].rename("b"), how="inner")
+            both = both.astype(float)
+            both = both[np.isfinite(both).all(axis=1)]  # a diverged run (no finite metric) has no pair
             if len(both) >= 2:
-                rows[(m, *key)] = paired_difference(both["a"], both["b"], **boot)
+                rows[(m, *key)] = {**paired_difference(both["a"], both["b"], **boot)}
     return _family(rows, by, ["n", "diff", "lo", "hi", "p"], alpha, isinstance(metric, str))
 
 
@@ -290,8 +300,9 @@ def spread_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test
     """The spread over runs (seeds) of every group of ``by`` against its reference (as in
     :func:`paired_comparisons`): ``n`` and ``n_ref`` runs, ``sd`` and ``sd_ref`` (ddof 1),
     ``sd_ratio`` = sd / sd_ref, and the Brown-Forsythe test of equal variances (Levene's test
-    centred on the median) ``p``, with ``p_holm`` and ``significant`` across every row. Groups with
-    fewer than 3 runs on either side are left out (with 2, both deviations from the median are equal)."""
+    centred on the median) ``p``, with ``p_holm`` and ``significant`` across every row. Non-finite
+    values (diverged runs) are left out, and so are groups with fewer than 3 runs or no spread on
+    either side (with 2 runs both deviations from the median are equal)."""
     from scipy import stats
 
     by = _by(by)
@@ -301,7 +312,8 @@ def spread_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test
     for m in metrics:
         for key, g, ref in _against(runs, by, against):
             a, b = g[m].astype(float).to_numpy(), ref[m].astype(float).to_numpy()
-            if min(len(a), len(b)) >= 3:
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]  # diverged runs have no spread to compare
+            if min(len(a), len(b)) >= 3 and a.std() > 0 and b.std() > 0:
                 rows[(m, *key)] = dict(n=len(a), n_ref=len(b), sd=a.std(ddof=1), sd_ref=b.std(ddof=1),
                                        sd_ratio=a.std(ddof=1) / b.std(ddof=1),
                                        p=float(stats.levene(a, b, center="median").pvalue))

@@ -255,9 +255,10 @@ class Records:
         return SCALE_NAMES.get(self.scale, str(self.scale))
 
     def picked(self, by):
-        """The finished runs at each group's tuned setting (every seed); see :func:`analysis.picked_runs`."""
-        from gofau.lab import analysis
-        return analysis.picked_runs(self.runs, by)
+        """The finished runs at each group's tuned setting (every seed), with the group's tuning budget
+        ``tried`` counted over the grid's own ``tune.over``; see :func:`analysis.picked_runs`."""
+        from gofau.lab import analysis, grid
+        return analysis.picked_runs(self.runs, by, grid.tune_over(grid.read_grid(ROOT / self.grid)))
 
     def where(self, ids=None) -> str:
         """What the records ``ids`` (default: every finished run) are: networks, data, device, dates."""
@@ -288,7 +289,7 @@ def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results
         wanted = {scale: grids[scale]} if scale in grids else grids
         raise FileNotFoundError(f"{out} holds no finished run of {', '.join(wanted.values())}; make the records "
                                 "with " + " or ".join(f"`gofau-grid {g} --out {results_dir}`" for g in wanted.values()))
-    codes = runs.loc[runs["status"] == "finished", "optimizer_code"].dropna().unique()
+    codes = runs.loc[runs["status"] == "finished", "optimizer_code"].unique()  # "None": older than the hash
     if len(codes) > 1 or any("+" in c for c in codes):
         raise ValueError(f"the runs of {grids[shown]} in {out} were computed by different versions of the optimizer's "
                          f"math (optimizer_code {', '.join(sorted(codes))}); rerun the older ones (gofau-grid --force) "

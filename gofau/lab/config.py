@@ -24,9 +24,6 @@ CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimi
                rule=tuple(RULES), schedule=SCHEDULES)
 """The accepted values of each setting that takes a name."""
 
-# Settings added after records existed, with the default that reproduces those records: left out of
-# the identity while at that default, so the earlier records keep their ids.
-LATER = dict(validation=0, evals_per_epoch=1, log_every=0)
 
 # Settings that do not change a run's numbers: left out of its identity (hash) and record config.
 # (The CPU thread count is recorded beside the config, as ``threads``: it changes speed, not the run.)
@@ -176,6 +173,12 @@ def identity(cfg: TrainConfig) -> dict:
         if d[k] is not None:
             d[k] = float(d[k])
     return {k: v for k, v in d.items() if not (k in LATER and v == LATER[k])}
+
+
+# Settings added after records existed, whose default reproduces those records: left out of the
+# identity while at that default, so the earlier records keep their ids.
+LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ("validation", "evals_per_epoch",
+                                                                                  "log_every")}
 
 
 def run_id(cfg: TrainConfig) -> str:

@@ -94,7 +94,7 @@ def _download_allowed(download: bool) -> bool:
 
 def default_cache_dir() -> Path:
     """``$GOFAU_CACHE``, else ``.cache/`` under the repository root."""
-    return Path(os.environ.get("GOFAU_CACHE", ROOT / ".cache"))
+    return Path(os.environ.get("GOFAU_CACHE") or ROOT / ".cache")
 
 
 @dataclass
@@ -192,7 +192,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
         sources, reader = _search(name, download)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digests = [(p.name, _sha256(p)) for p in sources]
-    for p, (file, digest) in zip(sources, digests):
+    for p, (_, digest) in zip(sources, digests):
         _verify(p, digest)
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, name, digests]).encode()).hexdigest()[:16]
     path = cache_dir / f"{name}-{key}.pt"
@@ -226,7 +226,10 @@ def _verify(path: Path, digest: str) -> None:
     expected = KNOWN_SHA256.get(path.name)
     sums = path.parent / "SHA256SUMS"
     if sums.is_file():
-        listed = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+        pairs = [line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{sums} is not a sha256sum listing (lines '<digest>  <file>')")
+        listed = {name: digest for digest, name in pairs}
         expected = listed.get(path.name, listed.get("*" + path.name, expected))
     if expected is not None and digest != expected:
         raise ValueError(f"{path} is damaged or another file: its SHA-256 is {digest}, expected {expected}; "

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gofau.lab import records as gresults
-from gofau.lab.config import TrainConfig, identity, run_id, validate
+from gofau.lab.config import RUN_CONTROL, TrainConfig, identity, run_id, validate
 from gofau.lab.provenance import ROOT
 from gofau.lab.train import train
 
@@ -84,8 +84,9 @@ def check_spec(spec) -> None:
         over = tune.get("over", "lr")
         names = [over] if isinstance(over, str) else over
         if (not isinstance(names, list) or not names or len(set(map(str, names))) != len(names)
-                or any(n not in FIELDS or n == "seed" for n in names)):
-            raise ValueError(f"tune.over must name a setting other than seed, or a list of them, got {over!r}")
+                or any(n not in FIELDS or n in ("seed", *RUN_CONTROL) for n in names)):
+            raise ValueError(f"tune.over must name a setting that defines a run (not seed, nor one of "
+                             f"{', '.join(RUN_CONTROL)}), or a list of them, got {over!r}")
         extend = tune.get("extend", 0)
         if not isinstance(extend, int) or isinstance(extend, bool) or not 0 <= extend <= 10:
             raise ValueError(f"tune.extend must be an integer in [0, 10], got {extend!r}")
@@ -133,7 +134,8 @@ def score(record: dict | None) -> float:
     return acc if acc is not None and math.isfinite(acc) else -math.inf
 
 
-def _over(spec: dict) -> list[str]:
+def tune_over(spec: dict) -> list[str]:
+    """The settings the grid's tune stage picks (``tune.over``: one or a list; default lr)."""
     over = (spec.get("tune") or {}).get("over", "lr")
     return [over] if isinstance(over, str) else list(over)
 
@@ -141,7 +143,7 @@ def _over(spec: dict) -> list[str]:
 def _groups(spec: dict, configs: list[dict]) -> list[dict[str, list]]:
     """``configs`` grouped by every setting but the tune stage's ``over`` settings and the seed; in a
     group, the configurations by their values of ``over`` (a JSON list)."""
-    over = _over(spec)
+    over = tune_over(spec)
     groups: dict[str, dict[str, list]] = {}
     for c in configs:
         ident = identity(TrainConfig(**c))
@@ -182,7 +184,7 @@ def extensions(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
     """New tuning configurations for every group whose pick lies on the edge of a numeric axis of
     ``over`` with at least two values: the pick with that axis one step further out (the edge value
     times the ratio of the last step), on each of the pick's seeds."""
-    over, known = _over(spec), {run_id(TrainConfig(**c)) for c in configs}
+    over, known = tune_over(spec), {run_id(TrainConfig(**c)) for c in configs}
     new = []
     for values in _groups(spec, configs):
         best = _best(values, out)
@@ -191,27 +193,40 @@ def extensions(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
         pick = json.loads(best)
         points = [json.loads(v) for v in values]
         for d, name in enumerate(over):
-            axis = sorted({p[d] for p in points if isinstance(p[d], (int, float))})
+            axis = sorted({p[d] for p in points if isinstance(p[d], float)})  # float settings: step sizes
             if len(axis) < 2 or pick[d] not in (axis[0], axis[-1]) or 0 in axis[:2] + axis[-2:]:
                 continue
             edge, inner = (axis[0], axis[1]) if pick[d] == axis[0] else (axis[-1], axis[-2])
+            step = float(f"{edge * edge / inner:.6g}")  # 0.3 * 0.3 / 0.1 is 0.8999999999999999
             for c in values[best]:  # the pick, one step further out along this axis, on each of its seeds
-                c2 = {**c, name: edge * edge / inner}
+                c2 = {**c, name: step}
+                try:
+                    validate(TrainConfig(**c2))
+                except (TypeError, ValueError):
+                    continue  # beyond the setting's range (gamma > 1, say): the edge is the range's own
                 if run_id(TrainConfig(**c2)) not in known:
                     known.add(run_id(TrainConfig(**c2)))
                     new.append(c2)
     return new
 
 
+def _extension_rounds(spec: dict, configs: list[dict], out):
+    """Yields each round of :func:`extensions` (at most ``tune.extend``), appending it to ``configs``;
+    the next round is computed when the caller asks for it, so a runner can run each round first."""
+    for _ in range((spec.get("tune") or {}).get("extend", 0)):
+        new = extensions(spec, configs, out)
+        if not new:
+            return
+        configs += new
+        yield new
+
+
 def tuning_configs(spec: dict, out: str | Path) -> list[dict]:
     """The tuning stage as far as the records in ``out`` take it: the product stage, then each round
     of :func:`extensions` (at most ``tune.extend`` rounds) whose predecessors have records."""
     configs = expand(spec)
-    for _ in range(int((spec.get("tune") or {}).get("extend", 0))):
-        new = extensions(spec, configs, out)
-        if not new:
-            break
-        configs += new
+    for _ in _extension_rounds(spec, configs, out):
+        pass
     return configs
 
 
@@ -239,8 +254,9 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
     except Exception as e:
         record = dict(id=rid, status="failed", config=identity(cfg), seed=cfg.seed, epochs=[], started=started,
                       error=_relative(f"{type(e).__name__}: {e}"), traceback=_relative(traceback.format_exc(limit=5)))
-        gresults.save(record, out, force=True)
-        print(f"run {run_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        if not gresults.finished(out, rid):  # a failed rerun (--force) keeps the finished record
+            gresults.save(record, out, force=True)
+        print(f"run {rid} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return "failed", record
 
 
@@ -268,20 +284,14 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
                 continue
             print(f"[{stage} {i}/{len(cs)}] {_brief(c)}", file=sys.stderr, flush=True)
             status, r = run_one(c, out, force)
-            acc = r["epochs"][-1]["test_acc"] if r and r.get("epochs") else None
+            acc = r["epochs"][-1].get("test_acc") if r and r.get("epochs") else None
             rows.append(dict(stage=stage, status=status, **_brief(c), test_acc=acc,
                              wall_s=round(r.get("wall_time_s") or 0, 1) if r else None, id=r["id"] if r else None))
 
     run_all(configs, "grid")
     if not dry_run:
-        for _ in range(int((spec.get("tune") or {}).get("extend", 0))):  # picks on an edge extend the grid
-            new = extensions(spec, configs, out)
-            if not new:
-                break
-            for c in new:
-                validate(TrainConfig(**c))
+        for new in _extension_rounds(spec, configs, out):  # picks on an edge extend the grid
             run_all(new, "extend")
-            configs += new
         run_all(tuned(spec, configs, out), "tune")
     return rows
 

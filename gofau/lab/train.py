@@ -38,7 +38,7 @@ from gofau.lab.config import CHOICES, TrainConfig, identity, resolve_device, run
 SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 0.964)
 GRAD_COLUMNS = ("step", "epoch", "param", "numel", "grad_norm", "update_norm", "param_norm", "rel_update",
                 "saturated")
-STEP_COLUMNS = ("step", "epoch", "train_loss", "lr", "train_time_s")  # train_loss: mean over the last log_every steps
+STEP_COLUMNS = ("step", "epoch", "train_loss", "n_steps", "lr", "train_time_s")  # train_loss: mean of n_steps steps
 EVAL_COLUMNS = ("step", "epoch", "val_loss", "val_acc", "train_time_s")  # train_time_s: training seconds so far
 GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this module was imported
 OPTIMIZER_CODE = provenance.optimizer_code()
@@ -85,8 +85,9 @@ def _grad_stats_step(model, opt, step, epoch, rows):
     saturated = {}
 
     def observe(opt, group, params, u):
-        for p, ui in zip(params, u):
-            saturated[p] = float(((ui * group["lr_in"]).abs() > SATURATION).float().mean())
+        if group["rule"] in ("multiplicative", "hybrid", "power"):  # the rules with a tanh
+            for p, ui in zip(params, u):
+                saturated[p] = float(((ui * group["lr_in"]).abs() > SATURATION).float().mean())
 
     handle = opt.register_direction_hook(observe)
     try:
@@ -174,7 +175,8 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
     if cfg.log_every:
         record["steps"] = dict(every=cfg.log_every, columns=list(STEP_COLUMNS), rows=[])
     if cfg.validation:
-        record["evals"] = dict(per_epoch=cfg.evals_per_epoch, columns=list(EVAL_COLUMNS), rows=[])
+        record["evals"] = dict(per_epoch=min(cfg.evals_per_epoch, steps_per_epoch), columns=list(EVAL_COLUMNS),
+                               rows=[])
     checkpoint = Path(cfg.checkpoint_dir) / f"{rid}.pt" if cfg.checkpoint_dir else None
     return _Run(cfg, device, data, val, model, torch.compile(model) if cfg.compile else model, opt, sched, record,
                 checkpoint, steps_per_epoch)
@@ -210,12 +212,14 @@ def _resume(run: _Run) -> int:
 def _train_epoch(run: _Run, epoch: int) -> dict:
     """One pass over the training images in the order seeded by (seed, epoch): the epoch's mean
     training loss and accuracy, its training time (evaluations excluded), and the fractions of
-    parameter entries that changed sign during it and that are exactly zero at its end. Appends the
+    parameter entries whose sign at its end differs from that at its start and that are exactly
+    zero at its end. Appends the
     step log and the validation evaluations due in this epoch to the record."""
     cfg, model, opt, rec = run.cfg, run.model, run.opt, run.record
     train_x, train_y, _, _, mean, std = run.data
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    evals_at = {round(k * run.steps_per_epoch / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
+    per_epoch = min(cfg.evals_per_epoch, run.steps_per_epoch)  # at most one evaluation a step
+    evals_at = {round(k * run.steps_per_epoch / per_epoch) for k in range(1, per_epoch + 1)}
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
     t_done = sum(e["train_time_s"] for e in rec["epochs"])  # training seconds of the earlier epochs
@@ -246,7 +250,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         in_window += 1
         now = t_done + time.perf_counter() - t0 - t_eval
         if cfg.log_every and (step % cfg.log_every == 0 or i == run.steps_per_epoch - 1):
-            rec["steps"]["rows"].append([step, epoch + 1, window.item() / in_window, lr, now])
+            rec["steps"]["rows"].append([step, epoch + 1, window.item() / in_window, in_window, lr, now])
             window.zero_()
             in_window = 0
         if run.val is not None and i + 1 in evals_at:
@@ -381,13 +385,16 @@ _HELP = dict(
     dataset="data set: " + ", ".join(gdata.NAMES), arch="model: " + ", ".join(models.ARCHS),
     width="channel multiplier of every layer", init="weight init: " + ", ".join(models.INITS),
     init_scale="factor for --init scaled", optimizer="base optimizer (direction)", rule="update rule",
-    lr="eta (additive, hybrid) or eta_out (multiplicative)", lr_in="eta_in inside the tanh",
+    lr="eta (additive, hybrid) or eta_out (multiplicative, power, proportional)",
+    lr_in="eta_in: the scale of u in the multiplicative, hybrid, power and proportional rules",
     lr_out="the hybrid's eta_out (none: lr)", gamma="the hybrid's weight of the multiplicative term",
     momentum="SGD/RMSprop momentum", weight_decay="L2 added to the gradient",
     bias_rule="rule for biases and norm parameters (none: --rule)", bias_lr="their lr (none: --lr)",
     schedule="per-step lr schedule: none, cosine, linear (warm-up then decay)",
     warmup="warm-up fraction of steps for --schedule linear", limit="train on the first N images of a fixed permutation",
     test_limit="test on the first N images of a fixed permutation", device="auto, cpu, cuda, cuda:1, ...",
+    validation="hold out N training images (stratified) for evaluation; the test set is then used once, at the end",
+    evals_per_epoch="validation evaluations per epoch, evenly spaced", log_every="log the training loss every N steps",
     compile="torch.compile the model", grad_stats_every="record gradient-flow statistics every N steps (0: off)",
     threads="CPU threads (torch.set_num_threads)", data_dir="data folder (default: the first of $GOFAU_DATA, ../shared/data, ~/.cache/gofau/data holding it)",
     cache_dir="decoded-tensor cache (default $GOFAU_CACHE or .cache/)", download="allow torchvision's CIFAR download (also GOFAU_DOWNLOAD=1)",
@@ -420,9 +427,14 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    last = record["epochs"][-1]
-    print(json.dumps(dict(id=record["id"], test_acc=round(last["test_acc"], 4),
-                          train_loss=round(last["train_loss"], 4), wall_time_s=round(record["wall_time_s"], 1))))
+    last = record["epochs"][-1] if record["epochs"] else {}
+
+    def rounded(key, digits=4):
+        v = last.get(key)
+        return round(v, digits) if isinstance(v, float) and math.isfinite(v) else None
+    print(json.dumps(dict(id=record["id"], test_acc=rounded("test_acc"), val_acc=rounded("val_acc"),
+                          train_loss=rounded("train_loss"), diverged=bool(record.get("diverged")),
+                          wall_time_s=round(record["wall_time_s"], 1))))
     return 0
 
 
