@@ -177,3 +177,7 @@ def test_interval_and_styles():
     assert len(set(colours)) == len(colours)  # every rule its own colour
     with pytest.raises(ValueError, match="kind must be one of"):
         chapter.markers("rules", ["additive"])
+
+
+def test_interval_in_a_table_cell():
+    assert chapter.interval(-1.25, -3.0, 0.5, cell=True) == "\u22121.2 [\u22123.0, +0.5]"

@@ -218,10 +218,14 @@ def table(df, formats: dict | str | None = None, name: str = "table") -> Table:
     return Table(df, formats, name)
 
 
-def interval(estimate: float, low: float, high: float, unit: str = "points", digits: int = 1) -> str:
-    """"+0.4 points (95% CI -0.2 to +1.0)": a signed estimate with its interval, for glued prose."""
+def interval(estimate: float, low: float, high: float, unit: str = "points", digits: int = 1,
+             cell: bool = False) -> str:
+    """"+0.4 points (95% CI -0.2 to +1.0)": a signed estimate with its interval, for glued prose;
+    with ``cell``, "+0.4 [-0.2, +1.0]" for a table whose header names the unit and the interval."""
     f = f"{{:+.{digits}f}}"
-    return f"{f.format(estimate)} {unit} (95% CI {f.format(low)} to {f.format(high)})".replace("-", "\u2212")
+    text = (f"{f.format(estimate)} [{f.format(low)}, {f.format(high)}]" if cell else
+            f"{f.format(estimate)} {unit} (95% CI {f.format(low)} to {f.format(high)})")
+    return text.replace("-", "\u2212")
 
 
 def glue(name: str, value) -> None:
