@@ -59,7 +59,7 @@ def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compi
 
     def train_step():
         with _autocast(device):
-            out = forward(_prepare(data.augment(x, gen), mean, std, device))
+            out = forward(_prepare(data.augment(x, gen), mean, std, device.type == "cuda"))
             loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -67,7 +67,7 @@ def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compi
 
     def eval_step():
         with torch.no_grad(), _autocast(device):
-            forward(_prepare(x, mean, std, device)).float()
+            forward(_prepare(x, mean, std, device.type == "cuda")).float()
 
     model.train()
     t_train = _timed(train_step, steps, warmup, device)

@@ -60,11 +60,13 @@ def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tu
     return ids
 
 
-def grid_runs(grid_file: str | Path, out: str | Path = "results") -> pd.DataFrame:
-    """The rows of :func:`gofau.lab.records.load` (one per run) that belong to ``grid_file``, with
-    ``stage`` ("grid" or "tune") and ``picked`` (see :func:`grid_ids`). Empty (no columns) when
-    ``out`` holds none of them."""
-    ids = grid_ids(grid_file, out)
+def grid_runs(grid_file, out: str | Path = "results") -> pd.DataFrame:
+    """The rows of :func:`gofau.lab.records.load` (one per run) that belong to ``grid_file`` (one grid
+    file, or a list of them run side by side), with ``stage`` ("grid" or "tune") and ``picked`` (see
+    :func:`grid_ids`). Empty (no columns) when ``out`` holds none of them."""
+    ids = {}
+    for f in [grid_file] if isinstance(grid_file, (str, Path)) else grid_file:
+        ids.update(grid_ids(f, out))
     df = gresults.load(out) if Path(out).exists() else pd.DataFrame()
     if df.empty or not df["id"].isin(ids).any():
         return pd.DataFrame()
@@ -87,9 +89,10 @@ def picked_runs(runs: pd.DataFrame, by, over) -> pd.DataFrame:
     return picked.join(tried, on=by).reset_index(drop=True)
 
 
-def pick_scale(grids: dict[str, str | Path], out: str | Path = "results", scale: str = "auto") -> str | None:
+def pick_scale(grids: dict, out: str | Path = "results", scale: str = "auto") -> str | None:
     """The scale to show: ``scale`` itself if it is a key of ``grids``; for "auto", the first key
-    (in the order given, largest scale first) whose grid has a finished record in ``out``, else None."""
+    (in the order given, largest scale first) whose grid (a file or a list of files) has a finished
+    record in ``out``, else None."""
     if scale != "auto":
         if scale not in grids:
             raise ValueError(f"scale must be 'auto' or one of {list(grids)}, got {scale!r}")

@@ -245,7 +245,7 @@ class Records:
     """One grid's records as a chapter reads them (see :func:`load`)."""
 
     scale: str | None   # the key of ``grids`` shown, or None when no grid has records
-    grid: str | None    # its grid file, relative to the repository root
+    grids: list         # its grid files, relative to the repository root
     out: Path           # the records folder
     runs: pd.DataFrame    # one row per recorded run of the grid, with ``stage`` and ``picked``
     epochs: pd.DataFrame  # one row per (finished run, epoch), with the run's settings
@@ -258,11 +258,19 @@ class Records:
     def scale_name(self) -> str:
         return SCALE_NAMES.get(self.scale, str(self.scale))
 
+    @property
+    def grid(self) -> str:
+        """The grid file(s) shown, for the text."""
+        return " and ".join(self.grids)
+
     def picked(self, by):
         """The finished runs at each group's tuned setting (every seed), with the group's tuning budget
         ``tried`` counted over the grid's own ``tune.over``; see :func:`analysis.picked_runs`."""
         from gofau.lab import analysis, grid
-        return analysis.picked_runs(self.runs, by, grid.tune_over(grid.read_grid(ROOT / self.grid)))
+        overs = {tuple(grid.tune_over(grid.read_grid(ROOT / g))) for g in self.grids}
+        if len(overs) != 1:
+            raise ValueError(f"the grids {self.grid} tune different settings ({sorted(overs)}): load them one by one")
+        return analysis.picked_runs(self.runs, by, list(overs.pop()))
 
     def where(self, ids=None) -> str:
         """What the records ``ids`` (default: every finished run) are: networks, data, device, dates."""
@@ -275,10 +283,11 @@ class Records:
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
 
-def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results") -> Records:
-    """The records of one of ``grids`` (scale name -> grid file relative to the repository root,
-    largest scale first) in ``results_dir``: ``scale`` itself, or with "auto" the first grid that has
-    a finished run. Paths are resolved from the repository root, so a chapter runs from any folder.
+def load(grids: dict, scale: str = "auto", results_dir: str = "results") -> Records:
+    """The records of one of ``grids`` (scale name -> grid file, or list of grid files run side by side,
+    relative to the repository root; largest scale first) in ``results_dir``: ``scale`` itself, or with
+    "auto" the first that has a finished run. Paths are resolved from the repository root, so a chapter
+    runs from any folder.
     Raises FileNotFoundError, with the commands that make the records, when the grid has none, and
     ValueError when its runs were computed by different versions of the optimizer's math."""
     import pandas as pd
@@ -287,17 +296,18 @@ def load(grids: dict[str, str], scale: str = "auto", results_dir: str = "results
     from gofau.lab import records as R
 
     out = ROOT / results_dir
-    shown = analysis.pick_scale({k: ROOT / v for k, v in grids.items()}, out, scale)
-    runs = analysis.grid_runs(ROOT / grids[shown], out) if shown else pd.DataFrame()
+    files = {k: [v] if isinstance(v, str) else list(v) for k, v in grids.items()}
+    shown = analysis.pick_scale({k: [ROOT / f for f in fs] for k, fs in files.items()}, out, scale)
+    runs = analysis.grid_runs([ROOT / f for f in files[shown]], out) if shown else pd.DataFrame()
     if runs.empty or not (runs["status"] == "finished").any():
-        wanted = {scale: grids[scale]} if scale in grids else grids
-        raise FileNotFoundError(f"{out} holds no finished run of {', '.join(wanted.values())}; make the records "
-                                "with " + " or ".join(f"`gofau-grid {g} --out {results_dir}`" for g in wanted.values()))
+        wanted = [f for k, fs in files.items() if scale in ("auto", k) for f in fs]
+        raise FileNotFoundError(f"{out} holds no finished run of {', '.join(wanted)}; make the records "
+                                "with " + " and ".join(f"`gofau-grid {g} --out {results_dir}`" for g in wanted))
     codes = runs.loc[runs["status"] == "finished", "optimizer_code"].unique()  # "None": older than the hash
     if len(codes) > 1 or any("+" in c for c in codes):
-        raise ValueError(f"the runs of {grids[shown]} in {out} were computed by different versions of the optimizer's "
-                         f"math (optimizer_code {', '.join(sorted(codes))}); rerun the older ones (gofau-grid --force) "
-                         "before comparing them")
+        raise ValueError(f"the runs of {' and '.join(files[shown])} in {out} were computed by different versions of "
+                         f"the optimizer's math (optimizer_code {', '.join(sorted(codes))}); rerun the older ones "
+                         "(gofau-grid --force) before comparing them")
     epochs = R.load_epochs(out)
     epochs = epochs[epochs["id"].isin(runs.loc[runs["status"] == "finished", "id"])].reset_index(drop=True)
-    return Records(shown, grids[shown], out, runs, epochs)
+    return Records(shown, files[shown], out, runs, epochs)

@@ -64,6 +64,7 @@ class TrainConfig:
     log_every: int = 0              # record the training loss every N steps (0: per epoch only)
     device: str = "auto"
     compile: bool = False
+    channels_last: bool | None = None  # memory format of the model and its inputs (None: on CUDA only)
     grad_stats_every: int = 0       # record per-tensor gradient-flow statistics every N steps (0: off)
     threads: int | None = None      # torch.set_num_threads on CPU (None: leave as is)
     data_dir: str | None = None
@@ -177,8 +178,8 @@ def identity(cfg: TrainConfig) -> dict:
 
 # Settings added after records existed, whose default reproduces those records: left out of the
 # identity while at that default, so the earlier records keep their ids.
-LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in ("validation", "evals_per_epoch",
-                                                                                  "log_every")}
+LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+         if f.name in ("validation", "evals_per_epoch", "log_every", "channels_last")}
 
 
 def run_id(cfg: TrainConfig) -> str:
