@@ -172,3 +172,16 @@ def test_an_extension_never_leaves_a_settings_range(tmp_path):
     for c in configs:
         _fake_record(out, c, c["gamma"])  # the pick, gamma 1, is on the edge; gamma 2 does not exist
     assert grid.extensions(spec, configs, out) == []
+
+
+def test_a_key_given_twice_in_a_grid_file_is_refused(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("base:\n  lr: 0.1\n  epochs: 1\n  lr: 0.2\naxes: {seed: [0]}\n")
+    with pytest.raises(ValueError, match="key.s. lr given twice"):
+        grid.read_grid(path)
+
+
+def test_the_book_grids_are_valid():
+    from pathlib import Path
+    for path in sorted((Path(__file__).resolve().parents[1] / "grids").glob("*.yaml")):
+        grid.check_spec(grid.read_grid(path))

@@ -42,9 +42,19 @@ TOP_LEVEL = ("description", "base", "axes", "grids", "tune")
 def read_grid(path: str | Path) -> dict:
     """The grid file's specification, checked (:func:`check_spec`); ValueError naming the file."""
     import yaml
+
+    class Strict(yaml.SafeLoader):  # a key given twice is an error, not the last one silently winning
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if twice:
+                raise yaml.constructor.ConstructorError(None, None, f"key(s) {', '.join(twice)} given twice",
+                                                        node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
     try:
         with open(path) as f:
-            spec = yaml.safe_load(f)
+            spec = yaml.load(f, Loader=Strict)
     except yaml.YAMLError as e:
         raise ValueError(f"grid file {path} is not valid YAML: {e}") from None
     try:
