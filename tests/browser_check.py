@@ -243,6 +243,19 @@ def check_page(driver, url: str, origin: str, root: Path) -> tuple[list[str], li
     return problems, ignored
 
 
+def chromium(profile: Path | str):
+    """Headless Chromium under selenium with a fresh profile folder, logging the browser console."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("html", type=Path, help="the built book, e.g. _build/html")
@@ -254,19 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"browser check: no HTML pages under {root}; build the book first", file=sys.stderr)
         return 1
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     server = serve(root)
     origin = f"http://127.0.0.1:{server.server_address[1]}"
     failed = 0
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in FLAGS + [f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = chromium(profile)
         try:
             driver.set_page_load_timeout(60)
             driver.set_script_timeout(30)

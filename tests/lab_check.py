@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_check import CHROMEDRIVER, CHROMIUM, FLAGS  # noqa: E402
+from browser_check import chromium  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JUPYTER = Path(sys.executable).parent / "jupyter"
@@ -168,9 +168,6 @@ def main(argv: list[str] | None = None) -> int:
               "pick a chapter that has both", file=sys.stderr)
         return 1
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     token, port = secrets.token_hex(24), free_port()
     base = f"http://127.0.0.1:{port}"
     # SIGTERM (a CI timeout, make interrupted) unwinds through the finally blocks like Ctrl-C
@@ -182,12 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_for_server(server, base, token, min(deadline, time.monotonic() + 40))
             print(f"lab check: JupyterLab up after {time.monotonic() - started:.0f} s")
-            options = webdriver.ChromeOptions()
-            options.binary_location = CHROMIUM
-            for flag in FLAGS + [f"--user-data-dir={tmp / 'chromium'}"]:
-                options.add_argument(flag)
-            options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-            driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+            driver = chromium(tmp / "chromium")
             try:
                 driver.set_page_load_timeout(30)
                 driver.set_script_timeout(10)
