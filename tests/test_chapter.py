@@ -181,3 +181,15 @@ def test_interval_and_styles():
 
 def test_interval_in_a_table_cell():
     assert chapter.interval(-1.25, -3.0, 0.5, cell=True) == "\u22121.2 [\u22123.0, +0.5]"
+
+
+def test_load_joins_grid_files_run_side_by_side(tmp_path):
+    grid, out = _records(tmp_path, ["a1"] * 4)
+    halves = []
+    for rule in ("additive", "hybrid"):
+        half = tmp_path / f"{rule}.yaml"
+        half.write_text(GRID.replace("rule: [additive, hybrid]", f"rule: [{rule}]"))
+        halves.append(str(half))
+    rec = chapter.load({"cpu": halves}, "auto", str(out))
+    assert len(rec.finished) == 4 and rec.grid == " and ".join(halves)
+    assert sorted(rec.runs.rule.unique()) == ["additive", "hybrid"]
