@@ -193,3 +193,11 @@ def test_load_joins_grid_files_run_side_by_side(tmp_path):
     rec = chapter.load({"cpu": halves}, "auto", str(out))
     assert len(rec.finished) == 4 and rec.grid == " and ".join(halves)
     assert sorted(rec.runs.rule.unique()) == ["additive", "hybrid"]
+
+
+def test_optimizer_code_follows_the_math_a_run_uses():
+    from gofau.lab.provenance import optimizer_code
+    a = optimizer_code("sgd", ["multiplicative"])
+    assert a == optimizer_code("sgd", ["multiplicative"]) and len(a) == 12
+    assert len({a, optimizer_code("adam", ["multiplicative"]), optimizer_code("sgd", ["additive"]),
+                optimizer_code("sgd", ["multiplicative", "additive"])}) == 4

@@ -36,21 +36,25 @@ def device_name(device: torch.device | str = "cpu") -> str:
     return f"CPU: {model} ({os.cpu_count()} cores)"
 
 
-def optimizer_code() -> str:
-    """A short hash of the optimizer's math: the code of gofau.directions, gofau.rules and the step in
-    gofau.optimizer, without docstrings and comments (an edit to those changes no number). Runs with
-    different values may have been computed by different formulas."""
+def optimizer_code(direction: str, rules) -> str:
+    """A short hash of the math a run's optimizer executes: the code of its direction (a class of
+    gofau.directions), of its update rules (functions of gofau.rules) and of what they share (the
+    helpers of gofau.rules and the step in gofau.optimizer), without docstrings and comments. A change
+    to that code changes the hash; adding another rule or direction, or editing a docstring, does not.
+    Runs with different hashes may have been computed by different formulas."""
     import ast
     import inspect
     import textwrap
 
-    import gofau.directions
     import gofau.optimizer
-    import gofau.rules
+    from gofau.directions import DIRECTIONS, _each
+    from gofau.rules import RULES, _add_product, _add_scaled, _is_tensor, _scaled, _tanh, eta_out
 
+    parts = [type(DIRECTIONS[direction]), _each, *(RULES[r] for r in sorted(set(rules))), _add_product, _add_scaled,
+             _is_tensor, _scaled, _tanh, eta_out, gofau.optimizer._update, gofau.optimizer.GOFAU._step_tensors,
+             gofau.optimizer._as_tensors]
     code = []
-    for obj in (gofau.directions, gofau.rules, gofau.optimizer._update, gofau.optimizer.GOFAU._step_tensors,
-                gofau.optimizer._as_tensors):
+    for obj in parts:
         tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)

@@ -42,7 +42,6 @@ GRAD_COLUMNS = ("step", "epoch", "param", "numel", "grad_norm", "update_norm", "
 STEP_COLUMNS = ("step", "epoch", "train_loss", "n_steps", "lr", "train_time_s")  # train_loss: mean of n_steps steps
 EVAL_COLUMNS = ("step", "epoch", "val_loss", "val_acc", "train_time_s")  # train_time_s: training seconds so far
 GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this module was imported
-OPTIMIZER_CODE = provenance.optimizer_code()
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -170,7 +169,7 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
                   n_params=sum(p.numel() for p in model.parameters()), device_name=provenance.device_name(device),
                   threads=torch.get_num_threads() if device.type == "cpu" else None,
                   torch_version=str(torch.__version__), gofau_version=gofau.__version__, git_commit=GIT_COMMIT,
-                  optimizer_code=OPTIMIZER_CODE, python_version=platform.python_version(),
+                  optimizer_code=_optimizer_code(cfg), python_version=platform.python_version(),
                   started=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_time_s=0.0)
     if cfg.grad_stats_every:
         record["grad_stats"] = dict(every=cfg.grad_stats_every, saturation_threshold=SATURATION,
@@ -204,7 +203,7 @@ def _resume(run: _Run) -> int:
     done = len(record["epochs"])
     record.setdefault("resumed_at_epochs", []).append(done)
     for key, now in (("git_commit", GIT_COMMIT), ("torch_version", str(torch.__version__)),
-                     ("optimizer_code", OPTIMIZER_CODE)):
+                     ("optimizer_code", _optimizer_code(run.cfg))):
         seen = record.setdefault(f"{key}s", [record.get(key)])  # every version the run ran under, in order
         if seen[-1] != now:
             seen.append(now)
@@ -314,6 +313,10 @@ def _save_checkpoint(run: _Run) -> None:
     torch.save(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(),
                     record=run.record), tmp)
     os.replace(tmp, run.checkpoint)
+
+
+def _optimizer_code(cfg: TrainConfig) -> str:
+    return provenance.optimizer_code(cfg.optimizer, [cfg.rule] + ([cfg.bias_rule] if cfg.bias_rule else []))
 
 
 def _writable(folder: str | None, name: str) -> None:
