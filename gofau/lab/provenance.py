@@ -1,11 +1,17 @@
 """Where a result came from: the code's git commit, the optimizer's math, and the device's name."""
+import ast
 import hashlib
+import inspect
 import os
 import platform
 import subprocess
 from pathlib import Path
 
 import torch
+
+import gofau.directions
+import gofau.optimizer
+import gofau.rules
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository holding the gofau package (editable install)
 
@@ -36,30 +42,36 @@ def device_name(device: torch.device | str = "cpu") -> str:
     return f"CPU: {model} ({os.cpu_count()} cores)"
 
 
+def _module_tree(module):
+    """The AST of ``module``'s source, without docstrings (read once, when this module is imported)."""
+    tree = ast.parse(inspect.getsource(module))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+# The optimizer's code as this process loaded it: a file edited while a long grid runs does not
+# change the hash of the runs that process still starts.
+_CODE = {m.__name__: _module_tree(m) for m in (gofau.directions, gofau.rules, gofau.optimizer)}
+_HELPERS = [("gofau.rules", "_add_product"), ("gofau.rules", "_add_scaled"), ("gofau.rules", "_is_tensor"),
+            ("gofau.rules", "_scaled"), ("gofau.rules", "_tanh"), ("gofau.rules", "eta_out"),
+            ("gofau.optimizer", "_update"), ("gofau.optimizer", "_step_tensors"), ("gofau.optimizer", "_as_tensors")]
+
+
 def optimizer_code(direction: str, rules) -> str:
     """A short hash of the math a run's optimizer executes: the code of its direction (a class of
     gofau.directions), of its update rules (functions of gofau.rules) and of what they share (the
-    helpers of gofau.rules and the step in gofau.optimizer), without docstrings and comments. A change
-    to that code changes the hash; adding another rule or direction, or editing a docstring, does not.
-    Runs with different hashes may have been computed by different formulas."""
-    import ast
-    import inspect
-    import textwrap
+    helpers of gofau.rules and the step in gofau.optimizer), without docstrings and comments, as
+    this process loaded it. A change to that code changes the hash; adding another rule or
+    direction, or editing a docstring, does not. Runs with different hashes may have been computed
+    by different formulas."""
+    from gofau.directions import DIRECTIONS
+    from gofau.rules import RULES
 
-    import gofau.optimizer
-    from gofau.directions import DIRECTIONS, _each
-    from gofau.rules import RULES, _add_product, _add_scaled, _is_tensor, _scaled, _tanh, eta_out
-
-    parts = [type(DIRECTIONS[direction]), _each, *(RULES[r] for r in sorted(set(rules))), _add_product, _add_scaled,
-             _is_tensor, _scaled, _tanh, eta_out, gofau.optimizer._update, gofau.optimizer.GOFAU._step_tensors,
-             gofau.optimizer._as_tensors]
-    code = []
-    for obj in parts:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
-                    getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-        code.append(ast.dump(tree))
-    return hashlib.sha256("".join(code).encode()).hexdigest()[:12]
+    names = [("gofau.directions", type(DIRECTIONS[direction]).__name__), ("gofau.directions", "_each")]
+    names += [("gofau.rules", RULES[r].__name__) for r in sorted(set(rules))] + _HELPERS
+    dumps = "".join(ast.dump(ast.Module(body=[_CODE[module][name]], type_ignores=[])) for module, name in names)
+    return hashlib.sha256(dumps.encode()).hexdigest()[:12]
