@@ -84,8 +84,8 @@ class GOFAU(Optimizer):
             adagrad: lr_decay=0, eps=1e-10, initial_accumulator_value=0; rmsprop: alpha=0.99, eps=1e-8,
             momentum=0, centered=False.
 
-    Parameters that are exactly zero never move under the multiplicative, power and proportional rules (their step
-    is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
+    Parameters that are exactly zero never move under the multiplicative, power and proportional rules
+    (their step is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
     ``register_direction_hook`` observes each step's direction u (for diagnostics such as tanh saturation).
     """
 
@@ -115,11 +115,11 @@ class GOFAU(Optimizer):
     def register_direction_hook(self, hook) -> RemovableHandle:
         """Calls ``hook(optimizer, group, params, u)`` at every step, once per param group and per
         (device, dtype) bucket of its tensors with gradients (once per tensor with ``foreach=False``),
-        after the direction u = phi psi is computed
-        and before the update rule moves ``params``: ``u[i]`` is the direction of ``params[i]``, with the
-        group's lr_in not yet applied. Treat the tensors as read-only (clone what you keep). While a hook
-        is registered, ``fused=True`` groups step eagerly (same math, not compiled). Returns a handle
-        whose ``remove()`` unregisters the hook; hooks are not part of ``state_dict`` or copies.
+        after the direction u = phi psi is computed and before the update rule moves ``params``:
+        ``u[i]`` is the direction of ``params[i]``, the group's lr_in not yet applied. Treat the tensors
+        as read-only (clone what you keep). While a hook is registered, ``fused=True`` groups step
+        eagerly (same math, not compiled). Returns a handle whose ``remove()`` unregisters the hook;
+        hooks are not part of ``state_dict`` or of copies.
         """
         if not callable(hook):
             raise TypeError(f"hook must be callable, got {type(hook).__name__}")
