@@ -185,3 +185,40 @@ def test_the_book_grids_are_valid():
     from pathlib import Path
     for path in sorted((Path(__file__).resolve().parents[1] / "grids").glob("*.yaml")):
         grid.check_spec(grid.read_grid(path))
+
+
+def test_two_workers_on_one_folder_run_each_configuration_once(tmp_path, monkeypatch):
+    import threading
+    import time as clock
+    from gofau.lab.config import TrainConfig, identity, run_id
+    calls = []
+
+    def fake_train(cfg):  # stands in for training: slow enough for the workers to meet
+        calls.append(run_id(cfg))
+        clock.sleep(0.2)
+        record = dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=cfg.seed,
+                      epochs=[dict(epoch=1, test_acc=0.5)])
+        records.save(record, cfg.out)
+        return record
+    monkeypatch.setattr(grid, "train", fake_train)
+    path = write(tmp_path, dict(base=BASE, axes=dict(lr=[0.1, 0.2, 0.3, 0.4], seed=[0, 1])))
+    out = tmp_path / "results"
+    workers = [threading.Thread(target=grid.run_grid, args=(path, out)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(calls) == 8 and len(set(calls)) == 8  # each of the 8 runs trained once
+    assert len(list(out.glob("*.json"))) == 8 and not list((out / ".claims").iterdir())
+
+
+def test_the_claim_of_a_killed_worker_is_taken_over(tmp_path):
+    import json as js
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = grid._claim_path(tmp_path, "abc")
+    path.parent.mkdir(parents=True)
+    path.write_text(js.dumps(dict(host=grid.socket.gethostname(), pid=int(dead.stdout), time=grid.time.time())))
+    assert grid.claim(tmp_path, "abc")  # its process has ended: the claim is stale
+    assert not grid.claim(tmp_path, "abc")  # now held by this (live) process

@@ -13,7 +13,9 @@ same picks, so they show what was tuned. The score is the final validation accur
 accuracy for runs without a validation split, which the chapters then say).
 
 Finished runs (a record with the same configuration hash in the output folder) are skipped, so an
-interrupted grid resumes where it stopped. A run that raises is recorded with status "failed" and
+interrupted grid resumes where it stopped. Several invocations may work on one folder at once: each
+run is claimed first (:func:`claim`), so no two workers train the same configuration, and a killed
+worker's claim is taken over. A run that raises is recorded with status "failed" and
 its error, and the grid goes on. A summary table ends the run.
 """
 from __future__ import annotations
@@ -23,7 +25,10 @@ import dataclasses
 import itertools
 import json
 import math
+import os
+import socket
 import sys
+import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,13 +256,18 @@ def _record(out, config: dict) -> dict | None:
 
 
 def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, dict | None]:
-    """Train one configuration; ("skipped" | "finished" | "failed", record)."""
+    """Train one configuration: ("skipped" | "claimed" | "finished" | "failed", record). "claimed":
+    another worker (another grid invocation on the same folder) is running it (:func:`claim`)."""
     cfg = TrainConfig(**{**config, "out": str(out), "force": force})
     rid = run_id(cfg)
     if not force and gresults.finished(out, rid):
         return "skipped", gresults.read(gresults.record_path(out, rid))
+    if not claim(out, rid):
+        return "claimed", None
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
+        if not force and gresults.finished(out, rid):  # finished by a worker whose claim just ended
+            return "skipped", gresults.read(gresults.record_path(out, rid))
         return "finished", train(cfg)
     except KeyboardInterrupt:
         raise
@@ -268,6 +278,57 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
             gresults.save(record, out, force=True)
         print(f"run {rid} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return "failed", record
+    finally:
+        _claim_path(out, rid).unlink(missing_ok=True)
+
+
+STALE_CLAIM_S = 24 * 3600  # a claim this old is taken over, whoever made it
+
+
+def _claim_path(out, rid: str) -> Path:
+    return Path(out) / ".claims" / f"{rid}.claim"
+
+
+def claim(out: str | Path, rid: str) -> bool:
+    """Claims run ``rid`` for this process: True when it may run it. A claim is a file created
+    atomically (O_EXCL) in ``<out>/.claims``, holding the host, process id and time; a claim whose
+    process is gone (same host) or that is older than STALE_CLAIM_S is taken over, by an atomic
+    rename, so that of two workers only one takes it."""
+    path = _claim_path(out, rid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not _stale(path):
+                return False
+            try:
+                os.rename(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
+            except FileNotFoundError:
+                return False  # another worker took it over first
+            path.with_name(f"{path.name}.stale-{os.getpid()}").unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(host=socket.gethostname(), pid=os.getpid(), time=time.time()), f)
+        return True
+    return False
+
+
+def _stale(path: Path) -> bool:
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return time.time() - path.stat().st_mtime > 60  # a claim still being written, or unreadable
+    if time.time() - held.get("time", 0) > STALE_CLAIM_S:
+        return True
+    if held.get("host") == socket.gethostname():
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return True  # its process has ended: killed, or crashed
+        except PermissionError:
+            pass
+    return False
 
 
 def _relative(text: str) -> str:
@@ -303,6 +364,10 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
         for new in _extension_rounds(spec, configs, out):  # picks on an edge extend the grid
             run_all(new, "extend")
         run_all(tuned(spec, configs, out), "tune")
+        claimed = sum(r["status"] == "claimed" for r in rows)
+        if claimed:
+            print(f"{claimed} run(s) claimed by other workers on {out}: run this grid again once they have "
+                  "finished, to complete the stages that wait for them", file=sys.stderr)
     return rows
 
 
