@@ -92,3 +92,12 @@ def test_load_grad_stats(tmp_path):
 @pytest.mark.parametrize("fn", [records.load, records.load_epochs, records.load_grad_stats])
 def test_empty_folder_gives_empty_frame(tmp_path, fn):
     assert len(fn(tmp_path)) == 0
+
+
+def test_a_failed_write_leaves_the_old_record_and_no_temporary_file(tmp_path):
+    path = records.save(record(), tmp_path)
+    bad = record()
+    bad["wall_time_s"] = object()  # not JSON
+    with pytest.raises(TypeError):
+        records.save(bad, tmp_path, force=True)
+    assert records.read(path)["wall_time_s"] == 1.5 and sorted(p.name for p in tmp_path.iterdir()) == ["abc.json"]

@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 
 from gofau.lab.provenance import ROOT
+from gofau.lab.records import atomic_write
 
 NAMES = ("cifar10", "cifar100", "cifar10-jpeg", "imagefolder", "tinyimagenet")
 _CACHE_VERSION = 2
@@ -204,10 +205,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
                              "decoded again from the data") from None
     else:
         d = reader()
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(d, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(d, tmp))
     return ImageData(d["train_x"], d["train_y"], d["test_x"], d["test_y"], list(d["classes"]),
                      dict(d["identity"]))
 
@@ -515,11 +513,11 @@ def _tinyimagenet(data_dir: Path):
         sources = [ann] + _image_files(folder, ["train/*/images/*", "val/images/*"])
         return sources, lambda: _read_tiny(files(), str(folder), folder.name)
     if val_archive.is_file() and shards:
-        def files():
+        def members():
             for a in [val_archive] + shards:
                 yield from _tar_members(a)
         copy = f"{'/'.join(val_archive.parts[-3:-1])} archives ({val_archive.name} + {len(shards)} of 4 training shards)"
-        return [val_archive] + shards, lambda: _read_tiny(files(), str(data_dir), copy)
+        return [val_archive] + shards, lambda: _read_tiny(members(), str(data_dir), copy)
     raise FileNotFoundError(f"neither the folder {folder} nor the archives {val_archive} and "
                             f"{data_dir}/tiny-imagenet-200-train-{{0..3}}.tar.gz")
 

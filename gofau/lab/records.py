@@ -52,22 +52,29 @@ def finished(out: str | os.PathLike, run_id: str) -> bool:
     return path.is_file() and read(path)["status"] == "finished"
 
 
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` writes a temporary file beside ``path``, which then replaces ``path`` in one step;
+    a reader never sees half a file, and a write that fails leaves neither file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save(record: dict, out: str | os.PathLike, force: bool = False) -> Path | None:
     """Write ``record`` to ``<out>/<id>.json`` atomically; returns the path, or None when a finished
     record with that id exists and ``force`` is False (a failed record is always replaced)."""
     path = record_path(out, record["id"])
     if not force and finished(out, record["id"]):
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     found = []
     strict = _finite(record, "", found)
     if found:
         strict["non_finite"] = sorted(set(found) | set(record.get("non_finite", [])))
-    with open(tmp, "w") as f:
-        json.dump(strict, f, indent=1, sort_keys=True, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(strict, indent=1, sort_keys=True, allow_nan=False) + "\n"))
     return path
 
 

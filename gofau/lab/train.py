@@ -308,11 +308,9 @@ def _end_epoch(run: _Run, ep: dict) -> dict:
 def _save_checkpoint(run: _Run) -> None:
     if run.checkpoint is None:
         return
-    run.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run.checkpoint.with_suffix(f".tmp{os.getpid()}")
-    torch.save(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(),
-                    record=run.record), tmp)
-    os.replace(tmp, run.checkpoint)
+    state = dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(),
+                 record=run.record)
+    gresults.atomic_write(run.checkpoint, lambda tmp: torch.save(state, tmp))
 
 
 def _optimizer_code(cfg: TrainConfig) -> str:
