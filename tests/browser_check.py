@@ -234,6 +234,7 @@ def check_page(driver, url: str, origin: str, root: Path) -> tuple[list[str], li
         problems.append(f"{seen['math']} formulas not typeset (MathJax did not run)")
     problems += [f"TeX error in a formula: {e}" for e in seen["mathErrors"]]
     problems += [f"JavaScript error: {e}" for e in seen["errors"]]
+    driver.get("about:blank")  # the page's console messages, some delivered late under load, are all in now
     for entry in driver.get_log("browser"):
         if entry["level"] != "SEVERE":
             continue
