@@ -17,6 +17,12 @@ interrupted grid resumes where it stopped. Several invocations may work on one f
 run is claimed first (:func:`claim`), so no two workers train the same configuration, and a killed
 worker's claim is taken over. A run that raises is recorded with status "failed" and
 its error, and the grid goes on. A summary table ends the run.
+
+Executors (``--executor``): ``inline`` trains the runs one after another in this process; ``local``
+and ``slurm`` send each pending run of a stage to submitit (local processes, or Slurm jobs) with at
+most ``--jobs`` running at once, wait for the stage, then go on to the next (:func:`run_jobs`). The
+jobs call the same :func:`run_one` and write the same records; a job that ends without a result
+(killed, timed out) is recorded as failed with its log path, and reruns resume from its checkpoint.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from datetime import datetime, timezone
@@ -265,6 +272,9 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
     if not claim(out, rid):
         return "claimed", None
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    beating = threading.Event()
+    heart = threading.Thread(target=_heartbeat, args=(_claim_path(out, rid), beating), daemon=True)
+    heart.start()
     try:
         if not force and gresults.finished(out, rid):  # finished by a worker whose claim just ended
             return "skipped", gresults.read(gresults.record_path(out, rid))
@@ -272,17 +282,28 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
     except KeyboardInterrupt:
         raise
     except Exception as e:
-        record = dict(id=rid, status="failed", config=identity(cfg), seed=cfg.seed, epochs=[], started=started,
-                      error=_relative(f"{type(e).__name__}: {e}"), traceback=_relative(traceback.format_exc(limit=5)))
-        if not gresults.finished(out, rid):  # a failed rerun (--force) keeps the finished record
-            gresults.save(record, out, force=True)
         print(f"run {rid} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return "failed", record
+        return "failed", _record_failure(cfg, out, started, f"{type(e).__name__}: {e}",
+                                         traceback=traceback.format_exc(limit=5))
     finally:
+        beating.set()
+        heart.join()
         _claim_path(out, rid).unlink(missing_ok=True)
 
 
-STALE_CLAIM_S = 24 * 3600  # a claim this old is taken over, whoever made it
+def _record_failure(cfg: TrainConfig, out, started: str, error: str, **details) -> dict:
+    """Saves (and returns) a "failed" record for ``cfg``, unless a finished one exists (a failed
+    rerun with --force keeps it)."""
+    rid = run_id(cfg)
+    record = dict(id=rid, status="failed", config=identity(cfg), seed=cfg.seed, epochs=[], started=started,
+                  error=_relative(error), **{k: _relative(v) for k, v in details.items()})
+    if not gresults.finished(out, rid):
+        gresults.save(record, out, force=True)
+    return record
+
+
+HEARTBEAT_S = 60  # a worker touches its claim this often
+STALE_CLAIM_S = 600  # a claim from another host not touched for this long is taken over
 
 
 def _claim_path(out, rid: str) -> Path:
@@ -291,17 +312,20 @@ def _claim_path(out, rid: str) -> Path:
 
 def claim(out: str | Path, rid: str) -> bool:
     """Claims run ``rid`` for this process: True when it may run it. A claim is a file created
-    atomically (O_EXCL) in ``<out>/.claims``, holding the host, process id and time; a claim whose
-    process is gone (same host) or that is older than STALE_CLAIM_S is taken over, by an atomic
-    rename, so that of two workers only one takes it."""
+    atomically (O_EXCL) in ``<out>/.claims``, holding the host, process id, Slurm job and time, and
+    touched every HEARTBEAT_S while its run trains. A claim is taken over, by an atomic rename so
+    that of two workers only one takes it, when its process is gone (same host) or, from another
+    host, when it has not been touched for STALE_CLAIM_S."""
     path = _claim_path(out, rid)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             if not _stale(path):
-                return False
+                if path.exists():
+                    return False
+                continue  # released meanwhile: try again
             try:
                 os.rename(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
             except FileNotFoundError:
@@ -309,18 +333,20 @@ def claim(out: str | Path, rid: str) -> bool:
             path.with_name(f"{path.name}.stale-{os.getpid()}").unlink()
             continue
         with os.fdopen(fd, "w") as f:
-            json.dump(dict(host=socket.gethostname(), pid=os.getpid(), time=time.time()), f)
+            json.dump(dict(host=socket.gethostname(), pid=os.getpid(), job=os.environ.get("SLURM_JOB_ID"),
+                           time=time.time()), f)
         return True
     return False
 
 
 def _stale(path: Path) -> bool:
     try:
+        idle = time.time() - path.stat().st_mtime
         held = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False  # released meanwhile
     except (OSError, ValueError):
-        return time.time() - path.stat().st_mtime > 60  # a claim still being written, or unreadable
-    if time.time() - held.get("time", 0) > STALE_CLAIM_S:
-        return True
+        return idle > 60  # a claim still being written, or unreadable
     if held.get("host") == socket.gethostname():
         try:
             os.kill(held["pid"], 0)
@@ -328,7 +354,16 @@ def _stale(path: Path) -> bool:
             return True  # its process has ended: killed, or crashed
         except PermissionError:
             pass
-    return False
+        return False
+    return idle > STALE_CLAIM_S  # another host's worker stopped beating: its job was killed
+
+
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return
 
 
 def _relative(text: str) -> str:
@@ -336,9 +371,91 @@ def _relative(text: str) -> str:
     return text.replace(str(ROOT.parent) + "/", "../")
 
 
+EXECUTORS = ("inline", "local", "slurm")
+
+
+@dataclasses.dataclass
+class Jobs:
+    """How a grid's runs are executed: ``inline`` (one after another, here) or as submitit jobs
+    (``local`` processes or ``slurm`` jobs), at most ``jobs`` at once; the Slurm settings, and the
+    folder for the jobs' logs (default ``<out>/.jobs``)."""
+
+    executor: str = "inline"
+    jobs: int = 1
+    partition: str | None = None
+    gpus_per_job: int = 0
+    cpus_per_job: int | None = None
+    time_min: int = 120
+    log_dir: str | None = None
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        for name, low in (("jobs", 1), ("gpus_per_job", 0), ("cpus_per_job", 1), ("time_min", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _executor(jobs: Jobs, out: Path):
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError(f"executor {jobs.executor!r} needs submitit: pip install submitit") from None
+    try:
+        executor = submitit.AutoExecutor(folder=jobs.log_dir or out / ".jobs" / "%j", cluster=jobs.executor)
+    except RuntimeError as e:  # slurm off a cluster: 'Could not detect "srun"'
+        raise ValueError(f"executor {jobs.executor!r} is not available here: {e}") from None
+    executor.update_parameters(name="gofau-grid", timeout_min=jobs.time_min, gpus_per_node=jobs.gpus_per_job,
+                               cpus_per_task=jobs.cpus_per_job, slurm_partition=jobs.partition,
+                               slurm_array_parallelism=jobs.jobs)
+    return executor
+
+
+def run_jobs(executor, configs: list[dict], out: Path, force: bool, limit: int):
+    """Runs ``configs`` as submitit jobs of :func:`run_one`, at most ``limit`` at once (on Slurm, one
+    job array throttled by its array parallelism); yields ``(config, status, record)`` as each ends.
+    A job that ends without a result is recorded as failed, with its log. Interrupting cancels the
+    jobs still running."""
+    queue, running = list(configs), []
+    if executor.cluster == "slurm":
+        running = list(zip(executor.map_array(run_one, queue, [out] * len(queue), [force] * len(queue)), queue))
+        queue = []
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                c = queue.pop(0)
+                running.append((executor.submit(run_one, c, out, force), c))
+            for job, c in [jc for jc in running if jc[0].done()]:
+                running.remove((job, c))
+                try:
+                    status, record = job.result()
+                except Exception as e:  # killed, timed out or out of memory: no result came back
+                    status = "failed"
+                    record = _record_failure(TrainConfig(**{**c, "out": str(out)}), out, "",
+                                             f"job {job.job_id} ended without a result: {type(e).__name__}",
+                                             log=str(job.paths.stderr))
+                    print(f"job {job.job_id} failed; its log: {job.paths.stderr}", file=sys.stderr)
+                yield c, status, record
+            time.sleep(0.5 if running else 0)
+    except BaseException:
+        for job, _ in running:
+            job.cancel(check=False)
+        raise
+
+
+def _absolute(config: dict) -> dict:
+    """``config`` with its folders made absolute, for a job that may start elsewhere."""
+    folders = {k: str(Path(config.get(k, getattr(TrainConfig, k))).resolve())
+               for k in ("data_dir", "cache_dir", "checkpoint_dir") if config.get(k, getattr(TrainConfig, k))}
+    return {**config, **folders}
+
+
 def run_grid(path: str | Path, out: str | Path = "results", force: bool = False, overrides: dict | None = None,
-             dry_run: bool = False) -> list[dict]:
-    """Run every configuration of grid file ``path`` (then its tune stage); returns summary rows."""
+             dry_run: bool = False, jobs: Jobs | None = None) -> list[dict]:
+    """Run every configuration of grid file ``path`` (then its tune stage) with ``jobs`` (default:
+    inline); returns summary rows."""
+    jobs = jobs or Jobs()
     spec = read_grid(path)
     if overrides:
         spec["base"] = {**(spec.get("base") or {}), **overrides}
@@ -347,17 +464,34 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
     for c in configs + [{**configs[0], "seed": s} for s in seeds]:  # the tune stage's settings too
         validate(TrainConfig(**c))
     rows = []
+    out = Path(out).resolve() if jobs.executor != "inline" else out
+    executor = _executor(jobs, out) if jobs.executor != "inline" and not dry_run else None
+
+    def row(stage, c, status, r):
+        acc = r["epochs"][-1].get("test_acc") if r and r.get("epochs") else None
+        rows.append(dict(stage=stage, status=status, **_brief(c), test_acc=acc,
+                         wall_s=round(r.get("wall_time_s") or 0, 1) if r else None, id=r["id"] if r else None))
 
     def run_all(cs, stage):
-        for i, c in enumerate(cs, 1):
-            if dry_run:
-                rows.append(dict(stage=stage, status="planned", **_brief(c)))
-                continue
-            print(f"[{stage} {i}/{len(cs)}] {_brief(c)}", file=sys.stderr, flush=True)
-            status, r = run_one(c, out, force)
-            acc = r["epochs"][-1].get("test_acc") if r and r.get("epochs") else None
-            rows.append(dict(stage=stage, status=status, **_brief(c), test_acc=acc,
-                             wall_s=round(r.get("wall_time_s") or 0, 1) if r else None, id=r["id"] if r else None))
+        if dry_run:
+            rows.extend(dict(stage=stage, status="planned", **_brief(c)) for c in cs)
+        elif executor is None:
+            for i, c in enumerate(cs, 1):
+                print(f"[{stage} {i}/{len(cs)}] {_brief(c)}", file=sys.stderr, flush=True)
+                row(stage, c, *run_one(c, out, force))
+        else:
+            pending = []
+            for c in cs:  # finished runs are never sent to a job
+                rid = run_id(TrainConfig(**c))
+                if not force and gresults.finished(out, rid):
+                    row(stage, c, "skipped", gresults.read(gresults.record_path(out, rid)))
+                else:
+                    pending.append(_absolute(c))
+            print(f"[{stage}] {len(pending)} run(s) to {jobs.executor} jobs, {jobs.jobs} at once",
+                  file=sys.stderr, flush=True)
+            for i, (c, status, r) in enumerate(run_jobs(executor, pending, out, force, jobs.jobs), 1):
+                print(f"[{stage} {i}/{len(pending)}] {status}: {_brief(c)}", file=sys.stderr, flush=True)
+                row(stage, c, status, r)
 
     run_all(configs, "grid")
     if not dry_run:
@@ -384,14 +518,27 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the grid stage's runs without training")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    e = p.add_argument_group("executors", "run each pending run as a submitit job: local processes, or Slurm jobs "
+                             "(every stage waits for the one before; Ctrl-C cancels the jobs, a rerun resumes)")
+    e.add_argument("--executor", choices=EXECUTORS, default="inline",
+                   help="inline: one run after another in this process (default); local: submitit processes on "
+                        "this machine; slurm: submitit jobs on a Slurm cluster")
+    e.add_argument("--jobs", type=int, default=1, help="jobs running at once (Slurm: the array parallelism)")
+    e.add_argument("--partition", help="Slurm partition")
+    e.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job")
+    e.add_argument("--cpus-per-job", type=int, help="CPUs per job (Slurm)")
+    e.add_argument("--time-min", type=int, default=120, help="time limit per job, in minutes")
+    e.add_argument("--log-dir", help="folder for the jobs' logs (default: OUT/.jobs/JOB_ID)")
     args = p.parse_args(argv)
     overrides = {}
     if args.threads:
         overrides["threads"] = args.threads
-    if args.no_progress:
-        overrides["progress"] = False
+    if args.no_progress or args.executor != "inline":
+        overrides["progress"] = False  # a job's bars would only fill its log
     try:
-        rows = run_grid(args.config, args.out, args.force, overrides, args.dry_run)
+        jobs = Jobs(args.executor, args.jobs, args.partition, args.gpus_per_job, args.cpus_per_job, args.time_min,
+                    args.log_dir)
+        rows = run_grid(args.config, args.out, args.force, overrides, args.dry_run, jobs)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
