@@ -28,6 +28,8 @@ FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) 
         ("gofau HSGD(momentum=0.9)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9)),
         ("gofau HSGD(momentum=0.9, foreach=False)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9, foreach=False)),
         ("gofau HSGD(momentum=0.9, fused=True)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9, fused=True)),
+        ("gofau LARS(momentum=0.9)", lambda p: gofau.LARS(p, lr=1.0, momentum=0.9)),
+        ("gofau Fromage", lambda p: gofau.Fromage(p, lr=0.01)),
     ],
     "Adam": [
         ("torch Adam(foreach)", lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True)),
@@ -38,6 +40,8 @@ FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) 
         ("gofau HAdam(foreach=False)", lambda p: gofau.HAdam(p, lr=1e-3, foreach=False)),
         ("gofau MAdam(fused=True)", lambda p: gofau.MAdam(p, lr=1e-3, fused=True)),
         ("gofau HAdam(fused=True)", lambda p: gofau.HAdam(p, lr=1e-3, fused=True)),
+        ("gofau LAMB", lambda p: gofau.LAMB(p, lr=1e-3)),
+        ("gofau Madam", lambda p: gofau.Madam(p, lr=0.01)),
     ],
     "Adagrad": [
         ("torch Adagrad(foreach)", lambda p: torch.optim.Adagrad(p, lr=1e-2, foreach=True)),

@@ -49,6 +49,42 @@ def _as_tensors(group, steps, device):
     return hyper, [scalar(t) for t in steps] if isinstance(steps, list) else scalar(steps)
 
 
+def add_checked_group(opt, param_group, allowed, check):
+    """``Optimizer.add_param_group``, refusing keys outside the defaults and ``allowed`` first, and
+    removing the group again when ``check(group)`` refuses its hyperparameters."""
+    if isinstance(param_group, dict):
+        unknown = sorted(set(param_group) - set(opt.defaults) - allowed)
+        if unknown:
+            raise TypeError(f"param group has unknown key(s) {', '.join(map(str, unknown))}; accepted: "
+                            f"params, {', '.join(opt.defaults)}")
+    Optimizer.add_param_group(opt, param_group)
+    try:
+        check(opt.param_groups[-1])
+    except (TypeError, ValueError):
+        opt.param_groups.pop()
+        raise
+
+
+def buckets(opt):
+    """``(group, params)`` for each param group and each (device, dtype) of its parameters that have
+    gradients; raises first, before any state changes, for a sparse gradient or a complex parameter."""
+    todo = [(group, [p for p in group["params"] if p.grad is not None]) for group in opt.param_groups]
+    for _, params in todo:
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(opt).__name__} does not support sparse gradients")
+            if torch.is_complex(p):
+                raise TypeError(f"{type(opt).__name__} does not support complex parameters; "
+                                "optimize torch.view_as_real(p) instead")
+    found = []
+    for group, params in todo:
+        by_kind = defaultdict(list)
+        for p in params:
+            by_kind[p.device, p.dtype].append(p)
+        found += [(group, bucket) for bucket in by_kind.values()]
+    return found
+
+
 _compiled_update = None
 
 
@@ -69,9 +105,11 @@ class GOFAU(Optimizer):
     Args:
         params: iterable of tensors, or of dicts defining parameter groups.
         direction: base optimizer: "sgd", "adam", "adagrad" or "rmsprop".
-        rule: "additive", "multiplicative", "hybrid", "power" or "proportional" (the multiplicative rule
-            without the tanh, a control); a group may set its own.
-        lr: eta for the additive and hybrid rules; eta_out for the multiplicative, power and proportional rules.
+        rule: "additive", "multiplicative", "hybrid", "power", "proportional" (the multiplicative rule
+            without the tanh, a control), "exponentiated" (Madam's) or "trust" (LAMB's tensor-wise
+            ratio); a group may set its own.
+        lr: eta for the additive, hybrid, exponentiated and trust rules; eta_out for the multiplicative,
+            power and proportional rules.
         lr_in: eta_in, the scale of u inside the tanh.
         lr_out: the hybrid's eta_out (None: lr); it follows lr in proportion under LR schedulers.
         gamma: the hybrid's weight of the multiplicative term, in [0, 1] (0: additive, 1: multiplicative).
@@ -133,22 +171,14 @@ class GOFAU(Optimizer):
 
     def add_param_group(self, param_group):
         """Adds a group (filled from the defaults), checking its keys and hyperparameters."""
-        if isinstance(param_group, dict):
-            unknown = sorted(set(param_group) - set(self.defaults) - _GROUP_KEYS)
-            if unknown:
-                raise TypeError(f"param group has unknown key(s) {', '.join(map(str, unknown))}; accepted: "
-                                f"params, {', '.join(self.defaults)}")
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        try:
+        def check(group):
             if group["direction"] != self.defaults["direction"]:
                 raise ValueError(f"Invalid direction: {group['direction']!r} in a param group; every group uses the "
                                  f"optimizer's direction {self.defaults['direction']!r} (use another optimizer)")
             self._check(group)
-        except (TypeError, ValueError):
-            self.param_groups.pop()
-            raise
-        group.setdefault("lr_ref", group["lr"])
+
+        add_checked_group(self, param_group, _GROUP_KEYS, check)
+        self.param_groups[-1].setdefault("lr_ref", self.param_groups[-1]["lr"])
 
     def load_state_dict(self, state_dict):
         """Loads a state saved by ``state_dict()`` of a GOFAU optimizer of the same direction and rules,
@@ -202,13 +232,6 @@ class GOFAU(Optimizer):
         check(group, "gamma", 0.0, 1.0)
         DIRECTIONS[group["direction"]].validate(group)
 
-    def _refuse(self, p):
-        if p.grad.is_sparse:
-            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        if torch.is_complex(p):
-            raise TypeError(f"{type(self).__name__} does not support complex parameters; "
-                            "optimize torch.view_as_real(p) instead")
-
     def _state(self, group, p):
         state = self.state[p]
         if not state:
@@ -230,16 +253,8 @@ class GOFAU(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        todo = [(group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups]
-        for _, params in todo:  # refuse bad input before any state changes
-            for p in params:
-                self._refuse(p)
-        for group, params in todo:
-            buckets = defaultdict(list)
-            for p in params:
-                buckets[p.device, p.dtype].append(p)
-            for bucket in buckets.values():
-                self._step_tensors(group, bucket)
+        for group, params in buckets(self):
+            self._step_tensors(group, params)
         return loss
 
     def _step_tensors(self, group, params):

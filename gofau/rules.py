@@ -10,6 +10,11 @@ With c the direction's step-size factor (see ``directions``):
 - proportional:   theta <- theta - c eta_out |theta| (eta_in u)                        (eta_out = lr)
                   the multiplicative rule with the tanh removed (its first-order expansion): a control
                   that separates the effect of scaling steps by |theta| from that of the tanh.
+- exponentiated:  theta <- theta exp(-c eta sign(theta) u)                            (eta = lr)
+                  Madam's element-wise update (Bernstein et al., 2020): signs never change.
+- trust:          theta <- theta - eta (||theta|| / ||c u||) c u, per tensor (c cancels); the ratio
+                  is 1 when a norm is 0. The tensor-wise relative step of Fromage (Bernstein et al.,
+                  2020) and LAMB (You et al., 2019).
 
 eta_in = lr_in. LR schedulers only write ``group['lr']``; so that they scale both hybrid terms,
 the hybrid's eta_out is ``lr_out * lr / lr_ref``, where ``lr_ref`` is the lr the group was built with.
@@ -87,11 +92,33 @@ def power(group, params, u, c):
     torch._foreach_mul_(params, exponent)
 
 
+def exponentiated(group, params, u, c):
+    exponent = torch._foreach_mul(u, torch._foreach_sign(params))
+    torch._foreach_mul_(exponent, _scaled(c, -group["lr"]))
+    for x in exponent:  # not _foreach_exp_: see _tanh
+        x.exp_()
+    torch._foreach_mul_(params, exponent)
+
+
+def trust_ratios(params, xs):
+    """||theta|| / ||x|| per tensor, as 0-dim tensors; 1 where either norm is 0."""
+    return [torch.where((a > 0) & (b > 0), a / b, torch.ones_like(a))
+            for a, b in zip(torch._foreach_norm(params), torch._foreach_norm(xs))]
+
+
+def trust(group, params, u, c):
+    # c > 0 is one number per tensor, so (||theta|| / ||c u||) c u = (||theta|| / ||u||) u: c cancels
+    _add_scaled(params, torch._foreach_mul(u, trust_ratios(params, u)), -group["lr"])
+
+
 def fixes_zeros(group):
     """True when the group's rule can never move a parameter that is exactly zero."""
-    return group["rule"] in ("multiplicative", "power", "proportional") or (
+    return group["rule"] in ("multiplicative", "power", "proportional", "exponentiated") or (
         group["rule"] == "hybrid" and group["gamma"] == 1)
 
 
+READS_LR_IN = ("multiplicative", "hybrid", "power", "proportional")
+"""The rules that scale u by eta_in (the others ignore lr_in)."""
+
 RULES = {"additive": additive, "multiplicative": multiplicative, "hybrid": hybrid, "power": power,
-         "proportional": proportional}
+         "proportional": proportional, "exponentiated": exponentiated, "trust": trust}

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+import gofau
 from gofau.lab import config, data, records, train
 
 SHARED = data.default_data_dir()
@@ -124,8 +125,34 @@ def test_lr_schedules():
                                                       (1 + math.cos(3 * math.pi / 4)) / 2, 0])
 
 
+def test_the_relatives_train_with_their_own_rule_and_the_settings_they_read():
+    model = torch.nn.Linear(3, 2)
+    lars = train.build_optimizer(config.TrainConfig(optimizer="lars", lr=0.5, momentum=0.8, nesterov=True,
+                                                   weight_decay=1e-3), model)
+    assert isinstance(lars, gofau.LARS) and (lars.defaults["momentum"], lars.defaults["nesterov"],
+                                             lars.defaults["weight_decay"]) == (0.8, True, 1e-3)
+    lamb = train.build_optimizer(config.TrainConfig(optimizer="lamb", rule="trust", lr=0.01, weight_decay=0.02), model)
+    assert isinstance(lamb, gofau.LAMB) and lamb.defaults["weight_decay"] == 0.02
+    madam = config.identity(config.TrainConfig(optimizer="madam", rule="exponentiated", weight_decay=0.1, lr_in=3.0))
+    assert madam["weight_decay"] is None and madam["lr_in"] is None and madam["momentum"] is None
+    assert config.identity(config.TrainConfig(optimizer="lars"))["nesterov"] is False
+
+
+@needs_cifar_jpeg
+@pytest.mark.parametrize("optimizer,rule,lr", [("madam", "exponentiated", 0.01), ("fromage", "trust", 0.01),
+                                               ("lars", "additive", 1.0), ("lamb", "trust", 0.005)])
+def test_each_relative_trains_and_is_recorded(tmp_path, optimizer, rule, lr):
+    record = train.train(smoke(tmp_path, optimizer=optimizer, rule=rule, lr=lr, epochs=1))
+    assert record["status"] == "finished" and record["config"]["optimizer"] == optimizer
+    assert record["epochs"][0]["train_loss"] < 2.5 and record["optimizer_code"]
+
+
 @pytest.mark.parametrize("kw, msg", [
     (dict(optimizer="lbfgs"), "optimizer must be one of"),
+    (dict(optimizer="madam"), "optimizer 'madam' updates with its own rule: rule must be 'exponentiated', "
+                              "got 'additive'"),
+    (dict(optimizer="lamb", rule="trust", bias_rule="additive"), "bias_rule needs a GOFAU optimizer"),
+    (dict(optimizer="lars", grad_stats_every=5), "grad_stats_every needs a GOFAU optimizer"),
     (dict(rule="power2"), "rule must be one of"),
     (dict(epochs=0), "epochs must be an integer >= 1"),
     (dict(lr=-1.0), "lr must be a finite number >= 0"),

@@ -17,12 +17,17 @@ from gofau.directions import DIRECTIONS
 from gofau.lab import data as gdata
 from gofau.lab import models
 from gofau.lab.records import config_hash
-from gofau.rules import RULES
+from gofau.relatives import RELATIVE_RULES, RELATIVES
+from gofau.rules import READS_LR_IN, RULES
 
 SCHEDULES = ("none", "cosine", "linear")
-CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimizer=tuple(DIRECTIONS),
+CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimizer=tuple(DIRECTIONS) + tuple(RELATIVES),
                rule=tuple(RULES), schedule=SCHEDULES)
-"""The accepted values of each setting that takes a name."""
+"""The accepted values of each setting that takes a name. An optimizer is a GOFAU base direction,
+combined with any rule, or one of GOFAU's relatives (``gofau.relatives``), each with its own rule."""
+MOMENTUM = ("sgd", "rmsprop", "lars")  # the optimizers that read momentum
+NESTEROV = ("sgd", "lars")
+NO_DECAY = ("madam", "fromage")  # the relatives without weight decay
 
 
 # Settings that do not change a run's numbers: left out of its identity (hash) and record config.
@@ -122,6 +127,15 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be one of {ok}, got {getattr(cfg, name)!r}")
     if cfg.bias_rule is not None and cfg.bias_rule not in RULES:
         raise ValueError(f"bias_rule must be None or one of {CHOICES['rule']}, got {cfg.bias_rule!r}")
+    if cfg.optimizer in RELATIVES:
+        own = RELATIVE_RULES[cfg.optimizer]
+        if cfg.rule != own:
+            raise ValueError(f"optimizer {cfg.optimizer!r} updates with its own rule: rule must be {own!r}, "
+                             f"got {cfg.rule!r}")
+        for name in ("bias_rule", "grad_stats_every"):
+            if getattr(cfg, name):
+                raise ValueError(f"{name} needs a GOFAU optimizer ({', '.join(DIRECTIONS)}), not "
+                                 f"{cfg.optimizer!r}; got {getattr(cfg, name)!r}")
     for name in ("epochs", "batch_size", "evals_per_epoch"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {getattr(cfg, name)!r}")
@@ -153,13 +167,15 @@ def identity(cfg: TrainConfig) -> dict:
     ``device`` reduced to its type), so equal runs get equal hashes."""
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_CONTROL}
     d["device"] = parse_device(cfg.device).type
-    if cfg.optimizer not in ("sgd", "rmsprop"):
+    if cfg.optimizer not in MOMENTUM:
         d["momentum"] = None
-    if cfg.optimizer != "sgd":
+    if cfg.optimizer not in NESTEROV:
         d["nesterov"] = None
+    if cfg.optimizer in NO_DECAY:
+        d["weight_decay"] = None
     if cfg.rule != "hybrid" and cfg.bias_rule != "hybrid":
         d["gamma"] = d["lr_out"] = None
-    if cfg.rule == "additive" and cfg.bias_rule in (None, "additive"):
+    if cfg.rule not in READS_LR_IN and cfg.bias_rule not in READS_LR_IN:
         d["lr_in"] = None
     if cfg.bias_rule is None:
         d["bias_lr"] = None

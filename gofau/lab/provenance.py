@@ -11,6 +11,7 @@ import torch
 
 import gofau.directions
 import gofau.optimizer
+import gofau.relatives
 import gofau.rules
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository holding the gofau package (editable install)
@@ -55,23 +56,31 @@ def _module_tree(module):
 
 # The optimizer's code as this process loaded it: a file edited while a long grid runs does not
 # change the hash of the runs that process still starts.
-_CODE = {m.__name__: _module_tree(m) for m in (gofau.directions, gofau.rules, gofau.optimizer)}
+_CODE = {m.__name__: _module_tree(m) for m in (gofau.directions, gofau.rules, gofau.optimizer, gofau.relatives)}
 _HELPERS = [("gofau.rules", "_add_product"), ("gofau.rules", "_add_scaled"), ("gofau.rules", "_is_tensor"),
             ("gofau.rules", "_scaled"), ("gofau.rules", "_tanh"), ("gofau.rules", "eta_out"),
             ("gofau.optimizer", "_update"), ("gofau.optimizer", "_step_tensors"), ("gofau.optimizer", "_as_tensors")]
+_RELATIVE_PARTS = [("gofau.relatives", "_Relative"), ("gofau.relatives", "NormalisedGradient"),
+                   ("gofau.directions", "SGD"), ("gofau.directions", "Adam"), ("gofau.rules", "trust_ratios")]
 
 
 def optimizer_code(direction: str, rules) -> str:
     """A short hash of the math a run's optimizer executes: the code of its direction (a class of
     gofau.directions), of its update rules (functions of gofau.rules) and of what they share (the
     helpers of gofau.rules and the step in gofau.optimizer), without docstrings and comments, as
-    this process loaded it. A change to that code changes the hash; adding another rule or
-    direction, or editing a docstring, does not. Runs with different hashes may have been computed
-    by different formulas."""
+    this process loaded it; for a relative (gofau.relatives), its class and every part the relatives
+    are built from. A change to that code changes the hash; adding another rule or direction, or
+    editing a docstring, does not. Runs with different hashes may have been computed by different
+    formulas."""
     from gofau.directions import DIRECTIONS
+    from gofau.relatives import RELATIVES
     from gofau.rules import RULES
 
-    names = [("gofau.directions", type(DIRECTIONS[direction]).__name__), ("gofau.directions", "_each")]
+    if direction in RELATIVES:
+        names = [("gofau.relatives", RELATIVES[direction].__name__), *_RELATIVE_PARTS]
+    else:
+        names = [("gofau.directions", type(DIRECTIONS[direction]).__name__)]
+    names += [("gofau.directions", "_each")]
     names += [("gofau.rules", RULES[r].__name__) for r in sorted(set(rules))] + _HELPERS
     dumps = "".join(ast.dump(ast.Module(body=[_CODE[module][name]], type_ignores=[])) for module, name in names)
     return hashlib.sha256(dumps.encode()).hexdigest()[:12]

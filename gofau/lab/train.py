@@ -35,6 +35,7 @@ from gofau.lab import data as gdata
 from gofau.lab import models, provenance
 from gofau.lab import records as gresults
 from gofau.lab.config import CHOICES, TrainConfig, identity, resolve_device, run_id, validate
+from gofau.relatives import RELATIVES
 
 SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 0.964)
 GRAD_COLUMNS = ("step", "epoch", "param", "numel", "grad_norm", "update_norm", "param_norm", "rel_update",
@@ -45,7 +46,12 @@ GIT_COMMIT = provenance.git_commit()  # the code that runs: HEAD when this modul
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """gofau.GOFAU with the configured direction, rule and base hyperparameters."""
+    """gofau.GOFAU with the configured direction, rule and base hyperparameters, or the named relative
+    (gofau.relatives) with the settings it reads, the others at their authors' defaults."""
+    if cfg.optimizer in RELATIVES:
+        extra = dict(lars=dict(momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay),
+                     lamb=dict(weight_decay=cfg.weight_decay)).get(cfg.optimizer, {})
+        return RELATIVES[cfg.optimizer](model.parameters(), lr=cfg.lr, **extra)
     base = {}
     if cfg.optimizer == "sgd":
         base = dict(momentum=cfg.momentum, nesterov=cfg.nesterov)
