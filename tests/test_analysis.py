@@ -236,3 +236,14 @@ def test_paired_comparisons_leave_out_a_diverged_pair_and_name_a_repeated_seed()
     with pytest.raises(ValueError, match="seed repeats within a group"):
         A.paired_comparisons(pd.DataFrame(rows + rows[:1]), "rule", {"rule": "additive"}, metric="acc")
     assert A.describe_records("/nonexistent/folder", ["x"]) == "no records"
+
+
+def test_wilson_interval_by_hand():
+    # 8 of 10: p = 0.8, z = 1.96: centre (0.8 + 0.19208) / 1.38416, half 1.96 sqrt(0.016 + 0.0009604) / 1.38416
+    lo, hi = A.wilson(8, 10)
+    assert lo == pytest.approx(0.4901625, abs=1e-6) and hi == pytest.approx(0.9433178, abs=1e-6)
+    lo, hi = A.wilson(0, 20)  # never 0 wide, never outside [0, 1]
+    assert lo == pytest.approx(0.0, abs=1e-15) and 0.16 < hi < 0.17
+    assert A.wilson(20, 20)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="need 0 <= successes <= n and n >= 1"):
+        A.wilson(3, 2)

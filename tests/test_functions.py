@@ -108,3 +108,45 @@ def test_bad_input_is_rejected_with_the_argument_name():
         F.SPHERE([0.0, 0.0])
     with pytest.raises(ValueError, match="n must be a positive int"):
         F.SPHERE.sample_starts(0, seed=0)
+
+
+@pytest.mark.parametrize("f", list(F.FUNCTIONS.values()), ids=lambda f: f.name)
+def test_every_instance_keeps_the_minimum_value_at_its_moved_minimisers(f):
+    fam = F.instances(f, 8, seed=3)
+    assert torch.equal(fam.centres[0], f.minima_tensor()[0]) and fam.angles[0] == 0  # instance 0: the original
+    assert (fam.centres[1:].abs() <= 2).all() and len(set(fam.angles[1:].tolist())) == 7
+    for k in range(8):
+        m = fam.minima(k).clone().requires_grad_()
+        value = fam(m, torch.full((len(m),), k, dtype=torch.int64))
+        (grad,) = torch.autograd.grad(value.sum(), m)
+        assert torch.allclose(value, torch.full_like(value, f.f_min), atol=1e-9)
+        assert grad.abs().max() < 1e-6
+        box = torch.tensor(f.plot_box, dtype=torch.float64)  # nothing lower nearby: a grid around the minimiser
+        g = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 41, dtype=torch.float64)] * 2, indexing="ij"), -1)
+        around = fam.minima(k)[0] + g.reshape(-1, 2) * (box[:, 1] - box[:, 0]) / 4
+        assert fam(around, torch.full((len(around),), k, dtype=torch.int64)).min() >= f.f_min - 1e-9
+
+
+def test_an_instance_is_the_function_moved_and_rotated():
+    fam = F.instances(F.ILL_CONDITIONED, 4, seed=1)
+    k, x = 3, torch.tensor([[0.3, -1.7], [2.0, 0.5]], dtype=torch.float64)
+    c, a = fam.centres[k], fam.angles[k]
+    rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
+    expected = F.ILL_CONDITIONED(torch.tensor([1.0, 1.0], dtype=torch.float64) + (x - c) @ rot)
+    assert torch.allclose(fam(x, torch.full((2,), k, dtype=torch.int64)), expected, rtol=1e-14)
+    starts = fam.starts(torch.tensor([0, 0, 3]), seed=5)
+    plain = F.ILL_CONDITIONED.sample_starts(3, 5)
+    assert torch.allclose(starts[:2], plain[:2], rtol=1e-15, atol=1e-15)  # the original: the function's own starts
+    assert torch.allclose(starts[2], c + rot @ (plain[2] - torch.tensor([1.0, 1.0], dtype=torch.float64)))
+
+
+def test_bad_instance_arguments_are_rejected():
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        F.instances(F.SPHERE, 0, seed=0)
+    with pytest.raises(ValueError, match="shift must be a finite number > 0"):
+        F.instances(F.SPHERE, 3, seed=0, shift=-1.0)
+    fam = F.instances(F.SPHERE, 3, seed=0)
+    with pytest.raises(ValueError, match=r"index must be a 1D int64 tensor of instance numbers in \[0, 3\)"):
+        fam(torch.zeros(1, 2, dtype=torch.float64), torch.tensor([3]))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2, 2\)"):
+        fam(torch.zeros(1, 2, dtype=torch.float64), torch.tensor([0, 1]))

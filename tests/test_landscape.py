@@ -1,3 +1,5 @@
+"""The 2D protocol: randomised instances, equal tuning budgets with edge extension, exact batching,
+and verdicts that need a Holm-corrected test."""
 import math
 
 import numpy as np
@@ -5,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gofau.lab import analysis
 from gofau.lab import functions as F
 from gofau.lab import landscape as L
 
@@ -15,64 +18,68 @@ def t64(*rows):
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def test_lr_grid_is_log_spaced_with_the_given_ends():
-    g = L.lr_grid(1e-4, 1.0, 9)
-    assert len(g) == 9 and g[0] == pytest.approx(1e-4) and g[-1] == pytest.approx(1.0)
-    assert np.allclose(np.diff(np.log10(g)), 0.5)
-    with pytest.raises(ValueError, match="0 < low < high"):
-        L.lr_grid(1.0, 0.1, 3)
-    with pytest.raises(ValueError, match="size must be an int >= 2"):
-        L.lr_grid(0.1, 1.0, 1)
+def test_every_rule_gets_the_same_budget_on_x2_ladders():
+    grids = {r: L.Method("Adam", r).grid() for r in L.COMPARED_RULES}
+    assert {r: len(g) for r, g in grids.items()} == {r: 24 for r in L.COMPARED_RULES}
+    for rule, axes in L.AXES.items():
+        for name, values in axes.items():
+            if name not in L.FIXED:
+                assert np.allclose(np.diff(np.log2(values)), 1.0)  # x2-spaced
+    assert sorted({c["lr_in"] for c in grids["multiplicative"]}) == [0.1, 1.0, 10.0]
+    assert 0.5 in [c["lr"] for c in grids["additive"]]  # the sphere's one-step lr for plain SGD
 
 
 def test_methods_cover_every_base_and_rule_and_bad_ones_are_rejected():
     ms = L.methods()
-    assert len(ms) == len(L.BASES) * 3 and {m.rule for m in ms} == set(L.COMPARED_RULES)
+    assert len(ms) == len(L.BASES) * 4 and {m.rule for m in ms} == set(L.COMPARED_RULES)
     with pytest.raises(ValueError, match="base must be one of"):
         L.Method("Lion", "additive")
-    with pytest.raises(ValueError, match="rule must be one of additive, multiplicative, hybrid, power"):
+    with pytest.raises(ValueError, match="rule must be one of additive, multiplicative, proportional, hybrid"):
         L.Method("Adam", "exponential")
-    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
-        L.Method("Adam", "hybrid", gamma=1.5)
 
 
-def test_additive_sgd_on_the_sphere_is_gradient_descent():
+def test_additive_sgd_on_the_original_sphere_is_gradient_descent():
     lr, steps = 0.1, 5
-    r = L.run(F.SPHERE, L.Method("SGD", "additive"), [lr], t64([1.0, -2.0]), steps)
+    fam = F.instances(F.SPHERE, 1, seed=0)
+    index = torch.zeros(1, dtype=torch.int64)
+    _, pos = L.run(fam, index, L.Method("SGD", "additive"), [{"lr": lr}], t64([1.0, -2.0]), steps,
+                   keep_positions=True)
     expected = t64([1.0, -2.0]) * (1 - 2 * lr) ** torch.arange(steps + 1, dtype=torch.float64)[:, None]
-    assert torch.allclose(r.positions[:, 0, 0], expected, rtol=1e-14)
-    assert torch.allclose(r.losses[:, 0, 0], (expected**2).sum(1), rtol=1e-14)
+    assert torch.allclose(pos[:, 0, 0], expected, rtol=1e-14)
 
 
-def test_multiplicative_sgd_step_matches_the_formula():
+def test_on_a_moved_and_rotated_instance_the_multiplicative_step_is_its_formula():
+    fam = F.instances(F.SPHERE, 3, seed=4)
+    index = torch.tensor([2], dtype=torch.int64)
+    x0 = fam.starts(index, seed=1)
     lr, lr_in = 0.3, 0.7
-    x0 = t64([1.5, -0.5])
-    r = L.run(F.SPHERE, L.Method("SGD", "multiplicative"), [lr], x0, 1, lr_in=lr_in)
-    x1 = x0 - lr * x0.abs() * torch.tanh(lr_in * 2 * x0)
-    assert torch.allclose(r.positions[1, 0], x1, rtol=1e-14)
+    _, pos = L.run(fam, index, L.Method("SGD", "multiplicative"), [{"lr": lr, "lr_in": lr_in}], x0, 1,
+                   keep_positions=True)
+    grad = 2 * (x0 - fam.centres[2])  # a rotated sphere is still the sphere, about its new centre
+    assert torch.allclose(pos[1, 0], x0 - lr * x0.abs() * torch.tanh(lr_in * grad), rtol=1e-13)
 
 
 @pytest.mark.parametrize("base", list(L.BASES))
-@pytest.mark.parametrize("rule", ["additive", "multiplicative", "hybrid"])
-def test_batched_starts_and_lrs_follow_their_solo_trajectories(base, rule):
-    m, f = L.Method(base, rule), F.ROSENBROCK
-    starts, lrs = f.sample_starts(3, seed=0), [1e-3, 1e-2]
-    batch = L.run(f, m, lrs, starts, 15)
-    for k, lr in enumerate(lrs):
+@pytest.mark.parametrize("rule", L.COMPARED_RULES)
+def test_batched_starts_and_configurations_follow_their_solo_trajectories(base, rule):
+    m = L.Method(base, rule)
+    fam = F.instances(F.ROSENBROCK, 3, seed=0)
+    index = torch.tensor([0, 1, 2], dtype=torch.int64)
+    starts, configs = fam.starts(index, seed=1), m.grid()[:2]
+    batch = L.run(fam, index, m, configs, starts, 15)
+    for k, c in enumerate(configs):
         for i in range(3):
-            solo = L.run(f, m, [lr], starts[i:i + 1], 15)
-            assert torch.allclose(batch.positions[:, k, i], solo.positions[:, 0, 0],
-                                  rtol=1e-13, atol=1e-15, equal_nan=True)
+            solo = L.run(fam, index[i:i + 1], m, [c], starts[i:i + 1], 15)
+            assert torch.allclose(batch[:, k, i], solo[:, 0, 0], rtol=1e-13, atol=1e-15, equal_nan=True)
 
 
-def test_steps_to_tolerance_and_score_by_hand():
+def test_steps_to_tolerance_and_the_tuning_score_by_hand():
     gap = t64([5.0, 5.0, 5.0], [0.5, 2.0, 5.0], [0.01, 0.5, 5.0], [0.001, 0.2, 5.0])  # (steps + 1, n)
-    assert L.steps_to_tolerance(gap, 0.5).tolist() == [1.0, 2.0, INF]
-    s = L.score(gap, 0.5)
-    assert s["success"] == pytest.approx(2 / 3)
-    assert s["median_steps"] == 2.0 and s["final_gap"] == 0.2
-    # With an even count the median averages the middle two, so half misses read as never.
-    assert L.score(gap[:, 1:], 0.5)["median_steps"] == INF
+    hit = L.steps_to_tolerance(gap, 0.5)
+    assert hit.tolist() == [1.0, 2.0, INF]
+    score = L.tuning_score(hit, gap[-1], steps=3)
+    assert score[0] == pytest.approx((1 + 2 + 4) / 3)  # a miss counts steps + 1
+    assert score[1] == pytest.approx(math.log10(0.2))
 
 
 def test_gaps_treat_divergence_as_infinite():
@@ -80,92 +87,84 @@ def test_gaps_treat_divergence_as_infinite():
     assert g[0].item() == pytest.approx(1.0) and g[1:].tolist() == [INF, INF]
 
 
+def test_a_pick_on_an_edge_extends_that_ladder_but_never_eta_in():
+    configs = L.Method("SGD", "multiplicative").grid()
+    top = {"lr": 1.0, "lr_in": 10.0}  # the top of the eta_out ladder and of the (fixed) eta_in set
+    assert L.extensions(top, configs) == [{"lr": 2.0, "lr_in": 10.0}]
+    assert L.extensions({"lr": 2.0**-4, "lr_in": 1.0}, configs) == []  # inside
+    hybrid = L.Method("SGD", "hybrid").grid()
+    corner = {"lr": 2.0**-8, "lr_out": 2.0**-3}
+    assert L.extensions(corner, hybrid) == [{"lr": 2.0**-9, "lr_out": 2.0**-3}, {"lr": 2.0**-8, "lr_out": 2.0**-2}]
+
+
 @pytest.fixture(scope="module")
 def small():
-    return L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
-                     steps=30, n_tune=3, n_eval=5, tol=1e-3, n_paths=2)
+    return L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), steps=40, n_tune=3, n_eval=5,
+                      n_starts=2, extend=3, n_boot=200)
 
 
-def test_compare_picks_the_lr_with_the_lowest_median_tuning_gap(small):
-    assert len(small.summary) == 2 * 6 and len(small.lr_scan) == 2 * 6 * 3
-    for _, row in small.summary.iterrows():
-        scan = small.lr_scan[(small.lr_scan.function == row.function) & (small.lr_scan.base == row.base)
-                             & (small.lr_scan.rule == row.rule)]
-        assert row.lr == scan.lr.iloc[int(np.argmin(scan.tune_gap.to_numpy()))]
+def test_the_pick_is_the_best_tuning_score_and_the_evaluation_is_a_rerun_at_it(small):
+    s = small["summary"]
+    assert len(s) == 2 * 8 and set(small["tuning"].columns) >= {"lr", "score", "log_gap"}
+    for _, row in s.iterrows():
+        t = small["tuning"]
+        t = t[(t.function == row.function) & (t.base == row.base) & (t.rule == row.rule)]
+        assert len(t) == row.configs >= 24
+        best = t.sort_values(["score", "log_gap"], kind="stable").iloc[0]
+        assert best.lr == row.lr
+    row = s[(s.function == "sphere") & (s.base == "Adam") & (s.rule == "hybrid")].iloc[0]
+    fam = F.instances(F.SPHERE, 1 + 3 + 5, seed=0)
+    index = torch.arange(4, 9).repeat_interleave(2)
+    starts = fam.starts(torch.arange(9).repeat_interleave(2), seed=1)[8:]
+    losses = L.run(fam, index, L.Method("Adam", "hybrid"), [{"lr": row.lr, "lr_out": row.lr_out}], starts, 40)
+    final = L.gaps(F.SPHERE, losses)[-1, 0]
+    assert row.success == pytest.approx(float((final <= 1e-3).double().mean()))
+    assert row.final_gap == pytest.approx(float(final.median()))
+    assert (row.success_lo, row.success_hi) == analysis.wilson(round(row.success * 10), 10)
 
 
-def test_compare_scores_match_a_rerun_of_the_chosen_lr_on_the_evaluation_starts(small):
-    row = small.summary.iloc[4]  # Adam additive on the sphere
-    f, m = F.FUNCTIONS[row.function], L.Method(row.base, row.rule)
-    r = L.run(f, m, [row.lr], f.sample_starts(5, seed=1), 30)
-    assert L.score(L.gaps(f, r.losses[:, 0]), 1e-3) == {k: row[k] for k in ("success", "median_steps", "final_gap")}
-    curve = small.curves[(small.curves.function == row.function) & (small.curves.base == row.base)
-                         & (small.curves.rule == row.rule)]
-    assert np.allclose(curve["median"], np.median(L.gaps(f, r.losses[:, 0]).numpy(), axis=1), rtol=1e-12, atol=0)
-    assert len(small.paths) == 2 * 6 * 2 * 31
-
-
-def test_compare_is_deterministic(small):
-    again = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), lrs=L.lr_grid(1e-2, 1.0, 3),
-                      steps=30, n_tune=3, n_eval=5, tol=1e-3, n_paths=2)
-    pd.testing.assert_frame_equal(small.summary, again.summary)
-    assert small.settings == dict(lrs=L.lr_grid(1e-2, 1.0, 3), steps=30, n_tune=3, n_eval=5, tol=1e-3, lr_in=1.0, seed=0)
-
-
-def test_compare_rejects_bad_settings():
-    with pytest.raises(ValueError, match="n_tune and n_eval must be positive ints"):
-        L.protocol([F.SPHERE], L.methods(), lrs=[0.1, 1.0], steps=3, n_tune=0)
-    with pytest.raises(ValueError, match="tol must be > 0"):
-        L.protocol([F.SPHERE], L.methods(), lrs=[0.1, 1.0], steps=3, tol=0)
-    with pytest.raises(ValueError, match="steps must be a positive int"):
-        L.run(F.SPHERE, L.Method("SGD", "additive"), [0.1], t64([1.0, 1.0]), 0)
-    with pytest.raises(ValueError, match=r"starts must have shape \(n, 2\)"):
-        L.run(F.SPHERE, L.Method("SGD", "additive"), [0.1], t64(1.0, 1.0), 3)
-
-
-def test_multiplicative_keeps_signs_and_zeros_while_hybrid_crosses():
-    picks = [(L.Method("Adam", r), 0.1) for r in ("multiplicative", "hybrid")]
-    rows, paths = L.from_starts(F.SHIFTED, picks, t64([1.5, 1.5], [0.0, 1.5]), 300)
-    mult = paths[paths.rule == "multiplicative"]
-    assert (mult[mult.start == 0].x > 0).all() and (mult[mult.start == 1].x == 0).all()
-    hyb = rows[rows.rule == "hybrid"]
-    assert (hyb.x_end < 0).all() and (hyb.final_gap < 1e-3).all()
-    assert rows[rows.rule == "multiplicative"].final_gap.min() > 0.99  # (x + 1)^2 >= 1 for x >= 0
-
-
-def _summary(rows):
-    return pd.DataFrame([dict(function="f", base=b, rule=r, gamma=0.5, lr=0.1, success=s, median_steps=n, final_gap=g)
-                         for b, r, s, n, g in rows])
-
-
-def test_verdict_rules_by_hand():
-    s = _summary([
-        ("A", "additive", 0.5, 10, 1e-4), ("A", "hybrid", 0.6, INF, 1.0), ("A", "multiplicative", 0.45, 7, 1e-4),
-        ("B", "additive", 0.2, INF, 1.0), ("B", "hybrid", 0.2, INF, 0.05), ("B", "multiplicative", 0.25, INF, 5.0),
-        ("C", "additive", 0.6, 100, 1e-4), ("C", "hybrid", 0.6, 130, 1e-4), ("C", "multiplicative", 0.6, INF, 1e-3),
-    ])
-    v = L.verdicts(s).set_index(["base", "rule"]).verdict
-    assert v["A", "hybrid"] == "better"  # success +0.1
-    assert v["A", "multiplicative"] == "better"  # success within 0.1, 7 / 10 <= 0.8
-    assert v["B", "hybrid"] == "better"  # both never: gap 20 times lower
-    assert v["B", "multiplicative"] == "tie"  # both never: gap 5 times higher
-    assert v["C", "hybrid"] == "worse"  # 130 / 100 >= 1.25
-    assert v["C", "multiplicative"] == "worse"  # never vs 100 steps
-
-
-def test_rounded_hides_platform_digits():
-    s = _summary([("A", "additive", 0.55, INF, 3.14159e-20), ("A", "hybrid", 1.0, 12.5, 0.012345)])
-    r = L.rounded(s)
-    assert r.final_gap.tolist() == ["<1e-12", "1.23e-02"]
-    assert r.median_steps.tolist() == ["never", "12.5"] and r.success.tolist() == ["55%", "100%"]
-    assert r.lr.tolist() == ["1.00e-01", "1.00e-01"]
-
-
-def test_workers_give_the_same_tables_as_one_process():
-    kw = dict(lrs=L.lr_grid(1e-2, 1.0, 3), steps=20, n_tune=2, n_eval=3)
-    one = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD",)), **kw)
-    two = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD",)), **kw, workers=2)
-    for name in ("summary", "lr_scan", "curves", "paths"):
-        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name))
+def test_the_tables_are_deterministic_and_workers_give_the_same(small):
+    again = L.protocol([F.SPHERE, F.SHIFTED], L.methods(bases=("SGD", "Adam")), steps=40, n_tune=3, n_eval=5,
+                       n_starts=2, extend=3, n_boot=200, workers=2)
+    for name in ("summary", "instances", "tuning"):
+        pd.testing.assert_frame_equal(small[name], again[name])
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
-        L.protocol([F.SPHERE], L.methods(), **kw, workers=0)
+        L.protocol([F.SPHERE], L.methods(), workers=0)
+
+
+def test_bad_settings_are_rejected_naming_them():
+    with pytest.raises(ValueError, match="n_tune must be a positive int"):
+        L.compare(F.SPHERE, L.methods(), n_tune=0)
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        L.compare(F.SPHERE, L.methods(), tol=0)
+    fam, index = F.instances(F.SPHERE, 1, 0), torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        L.run(fam, index, L.Method("SGD", "additive"), [{"lr": 0.1}], t64([1.0, 1.0]), 0)
+    with pytest.raises(ValueError, match=r"starts must have shape \(1, 2\)"):
+        L.run(fam, index, L.Method("SGD", "additive"), [{"lr": 0.1}], t64(1.0, 1.0), 3)
+
+
+def test_the_multiplicative_rule_keeps_signs_where_the_hybrid_crosses():
+    fam, index = F.instances(F.SHIFTED, 1, 0), torch.zeros(2, dtype=torch.int64)  # the original: minimum at x = -1
+    starts = t64([1.5, 1.5], [0.0, 1.5])
+    mult = L.paths(F.SHIFTED, fam, 0, [(L.Method("Adam", "multiplicative"), {"lr": 0.1, "lr_in": 1.0})], starts, 300)
+    assert (mult[mult.start == 0].x > 0).all() and (mult[mult.start == 1].x == 0).all()
+    hybrid = L.run(fam, index, L.Method("Adam", "hybrid"), [{"lr": 0.1, "lr_out": 0.1}], starts, 300)
+    assert (L.gaps(F.SHIFTED, hybrid)[-1] < 1e-3).all()
+
+
+def test_verdicts_need_the_corrected_test():
+    rng = np.random.default_rng(0)
+    rows = []
+    for inst in range(12):
+        base = 50 + rng.normal(0, 5)
+        rows += [dict(function="f", base="A", rule="additive", instance=inst, steps=base, success=1.0),
+                 dict(function="f", base="A", rule="hybrid", instance=inst, steps=base - 20 - rng.random(), success=1.0),
+                 dict(function="f", base="A", rule="proportional", instance=inst, steps=base + 30 + rng.random(),
+                      success=1.0),
+                 dict(function="f", base="A", rule="multiplicative", instance=inst, steps=base + rng.normal(0, 3),
+                      success=1.0)]
+    v = L.verdicts(pd.DataFrame(rows), n_boot=200).set_index("rule")
+    assert v.loc["hybrid", "verdict"] == "better" and v.loc["proportional", "verdict"] == "worse"
+    assert v.loc["multiplicative", "verdict"] == "tie"
+    assert (v.p_holm >= v.p).all()

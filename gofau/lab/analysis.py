@@ -232,6 +232,17 @@ def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
     return dict(n=len(d), diff=float(d.mean()), lo=float(lo), hi=float(hi), p=p)
 
 
+def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson's score interval for a success rate of ``successes`` out of ``n`` (95% by default):
+    (p + z^2/2n -+ z sqrt(p(1 - p)/n + z^2/4n^2)) / (1 + z^2/n), with p = successes / n."""
+    if not (isinstance(n, (int, np.integer)) and n >= 1 and 0 <= successes <= n):
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got successes={successes!r}, n={n!r}")
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (same order as given): the k-th smallest
     p becomes max over j <= k of min(1, (m - j + 1) p_(j)); reject where the adjusted p < alpha."""

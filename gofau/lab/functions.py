@@ -157,3 +157,67 @@ STYBLINSKI_TANG = Function2D(
 CONVEX = (SPHERE, ILL_CONDITIONED, SHIFTED)
 NONCONVEX = (ROSENBROCK, BEALE, HIMMELBLAU, RASTRIGIN, STYBLINSKI_TANG)
 FUNCTIONS = {f.name: f for f in CONVEX + NONCONVEX}
+
+
+@dataclass(frozen=True)
+class Instances:
+    """A seeded family of instances of ``function``: instance k is f(x* + R_k^T (x - c_k)), the function
+    with its minimiser x* (the first of ``minima``) moved to c_k and its coordinates rotated by the
+    angle a_k (R_k the rotation matrix). Every global minimiser m moves to c_k + R_k (m - x*), and the
+    minimum value is unchanged. Instance 0 is the original (c_0 = x*, a_0 = 0): see :func:`instances`.
+    """
+
+    function: Function2D
+    centres: torch.Tensor  # (k, 2)
+    angles: torch.Tensor  # (k,)
+
+    def __len__(self) -> int:
+        return len(self.angles)
+
+    def rotations(self) -> torch.Tensor:
+        """The (k, 2, 2) rotation matrices R_k."""
+        c, s = torch.cos(self.angles), torch.sin(self.angles)
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+    def _check(self, index: torch.Tensor) -> None:
+        if index.dtype != torch.int64 or index.ndim != 1 or (index < 0).any() or (index >= len(self)).any():
+            raise ValueError(f"index must be a 1D int64 tensor of instance numbers in [0, {len(self)})")
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """f of instance ``index[i]`` at row i of ``x`` (..., n, 2): each row depends on itself only."""
+        self._check(index)
+        if x.ndim < 2 or x.shape[-2:] != (len(index), 2):
+            raise ValueError(f"x must have shape (..., {len(index)}, 2), got {tuple(x.shape)}")
+        xstar = self.function.minima_tensor(x.dtype)[0]
+        rot = self.rotations().to(x.dtype)[index]
+        z = xstar + torch.einsum("nji,...nj->...ni", rot, x - self.centres.to(x.dtype)[index])
+        return self.function(z)
+
+    def minima(self, k: int) -> torch.Tensor:
+        """The global minimisers of instance ``k``, (j, 2)."""
+        m = self.function.minima_tensor(self.centres.dtype)
+        return self.centres[k] + (m - m[0]) @ self.rotations()[k].T
+
+    def starts(self, index: torch.Tensor, seed: int) -> torch.Tensor:
+        """One start per entry of ``index``: a point of the function's start box, drawn with a private
+        generator seeded by ``seed``, carried along with its instance (c_k + R_k (s - x*))."""
+        self._check(index)
+        s = self.function.sample_starts(len(index), seed, self.centres.dtype)
+        xstar = self.function.minima_tensor(self.centres.dtype)[0]
+        return self.centres[index] + torch.einsum("nij,nj->ni", self.rotations()[index], s - xstar)
+
+
+def instances(function: Function2D, n: int, seed: int, shift: float = 2.0) -> Instances:
+    """``n`` instances of ``function``: instance 0 the original, instances 1..n-1 with the minimiser moved
+    to a point drawn uniformly from [-shift, shift]^2 and the coordinates rotated by an angle drawn
+    uniformly from [0, 2 pi), with a generator seeded by ``seed``."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be a finite number > 0, got {shift!r}")
+    gen = torch.Generator().manual_seed(seed)
+    centres = (torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1) * shift
+    angles = torch.rand(n, generator=gen, dtype=torch.float64) * 2 * math.pi
+    centres[0] = function.minima_tensor()[0]
+    angles[0] = 0.0
+    return Instances(function, centres, angles)

@@ -1,32 +1,35 @@
-"""A fair multi-start protocol for comparing update rules on 2D test functions.
+"""A protocol that compares update rules on randomised 2D instances, tuning every method alike.
 
-Every method gets the same budget: the same number of steps and a log-spaced learning-rate grid of
-the same size (the grid is over ``lr``, which is eta for the additive rule and eta_out for the
-multiplicative one; eta_in = ``lr_in`` stays fixed). The setting with the lowest median final loss
-over a few seeded *tuning* starts is chosen, and the method is then scored on separate seeded
-*evaluation* starts: success rate (final gap f - f_min <= tol), median number of steps until the
-gap first reaches tol (a start that never reaches it counts as never, so the median is infinite
-when fewer than half succeed), and median final gap.
+Instances. Each test function becomes a seeded family (:func:`gofau.lab.functions.instances`):
+instance 0 is the original, the others have the minimiser moved to a random point and the
+coordinates rotated by a random angle. Instances 1..n_tune tune, the next n_eval evaluate, and the
+original is run at the picked settings as a named check of what the origin does.
 
-Batching. All starts and all learning rates of one method run together: learning rate ``k`` is a
-param group holding one ``(n_starts, 2)`` parameter, and the loss is the sum of ``f`` over every
-row. Each row's gradient is then the gradient of ``f`` at that row alone, and the four base
-optimizers (SGD, Adagrad, RMSprop, Adam) and all update rules act element-wise, so every start
-follows exactly the trajectory it would follow alone. Running the evaluation starts at every
-grid point and reading them at the chosen one is therefore the same as tuning first and
-evaluating afterwards; only the tuning starts decide the choice.
+Tuning. Every method gets the same budget of step-size configurations (``AXES``): the additive rule
+a x2-spaced ladder of 24 learning rates; the multiplicative and proportional rules 8 x2-spaced
+eta_out (``lr``) times eta_in (``lr_in``) in {0.1, 1, 10}; the hybrid 6 eta (``lr``) times 4
+eta_out (``lr_out``), both x2-spaced, at gamma 0.5. A configuration scores the mean over the
+tuning starts of its steps to tolerance (a start that never gets there counts ``steps + 1``), ties
+broken by the median final gap; a pick on the edge of a ladder extends that ladder by one step,
+up to ``extend`` times, and the number of configurations used is reported.
+
+Batching. All starts of all instances at one configuration are one ``(n, 2)`` parameter in a param
+group of its own; the loss is the sum over rows, so each row's gradient is its own instance's, and
+as the base optimizers and these rules act element-wise each start follows exactly the trajectory it
+would follow alone. Evaluation rows run beside the tuning rows and are read at the pick only.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from gofau.lab.functions import Function2D
+from gofau.lab import analysis
+from gofau.lab.functions import Function2D, Instances, instances
 from gofau.optimizer import GOFAU
 from gofau.rules import RULES
 
@@ -39,97 +42,93 @@ BASES = {
 }
 """Base optimizers by display name: (gofau direction, base hyperparameters)."""
 
-COMPARED_RULES = ("additive", "multiplicative", "hybrid")
-"""The rules the protocol compares by default."""
+COMPARED_RULES = ("additive", "multiplicative", "hybrid", "proportional")
+"""The rules the protocol compares, the additive one first (the reference)."""
+
+
+def ladder(first: int, n: int) -> list[float]:
+    """``n`` step sizes 2^first, 2^(first + 1), ...: a x2-spaced ladder."""
+    return [2.0**k for k in range(first, first + n)]
+
+
+LR_IN = (0.1, 1.0, 10.0)
+AXES = {
+    "additive": {"lr": ladder(-12, 24)},
+    "multiplicative": {"lr": ladder(-7, 8), "lr_in": list(LR_IN)},
+    "proportional": {"lr": ladder(-7, 8), "lr_in": list(LR_IN)},
+    "hybrid": {"lr": ladder(-8, 6), "lr_out": ladder(-6, 4)},
+}
+"""Each rule's starting grid (their products: 24 configurations each); ``lr_in`` is not extended."""
+FIXED = ("lr_in",)
 
 
 @dataclass(frozen=True)
 class Method:
-    """A base optimizer from ``BASES`` combined with an update rule (and the hybrid's gamma)."""
+    """A base optimizer from ``BASES`` with an update rule (the hybrid at gamma 0.5)."""
 
     base: str
     rule: str
-    gamma: float = 0.5
 
     def __post_init__(self):
         if self.base not in BASES:
-            raise ValueError(f"base must be one of {sorted(BASES)}, got {self.base!r}")
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+            raise ValueError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
+        if self.rule not in AXES:
+            raise ValueError(f"rule must be one of {', '.join(AXES)}, got {self.rule!r}")
 
-    def optimizer(self, params: list[torch.Tensor], lrs: list[float], lr_in: float) -> GOFAU:
-        """One GOFAU optimizer with ``params[k]`` in a group of learning rate ``lrs[k]``."""
+    def optimizer(self, params: list[torch.Tensor], configs: list[dict]) -> GOFAU:
+        """One GOFAU optimizer with ``params[k]`` in a group with the step sizes of ``configs[k]``."""
         direction, hyper = BASES[self.base]
-        groups = [{"params": [p], "lr": lr} for p, lr in zip(params, lrs)]
-        return GOFAU(groups, direction=direction, rule=self.rule, lr=lrs[0], lr_in=lr_in, gamma=self.gamma, **hyper)
+        groups = [{"params": [p], **c} for p, c in zip(params, configs)]
+        return GOFAU(groups, direction=direction, rule=self.rule, lr=configs[0]["lr"], **hyper)
+
+    def grid(self) -> list[dict]:
+        """The starting configurations: the product of the rule's axes."""
+        axes = AXES[self.rule]
+        return [dict(zip(axes, values)) for values in _product(list(axes.values()))]
 
 
-def methods(bases=tuple(BASES), rules=COMPARED_RULES, gamma: float = 0.5) -> list[Method]:
+def _product(lists):
+    out = [[]]
+    for values in lists:
+        out = [o + [v] for o in out for v in values]
+    return out
+
+
+def methods(bases=tuple(BASES), rules=COMPARED_RULES) -> list[Method]:
     """Every base with every rule."""
-    return [Method(b, r, gamma) for b in bases for r in rules]
+    return [Method(b, r) for b in bases for r in rules]
 
 
-def lr_grid(low: float, high: float, size: int) -> list[float]:
-    """``size`` learning rates spaced evenly in log from ``low`` to ``high``."""
-    if not (0 < low < high):
-        raise ValueError(f"need 0 < low < high, got low={low!r}, high={high!r}")
-    if not isinstance(size, int) or size < 2:
-        raise ValueError(f"size must be an int >= 2, got {size!r}")
-    return np.geomspace(low, high, size).tolist()
-
-
-@dataclass
-class Run:
-    """Trajectories of one method from ``n`` starts at each of ``L`` learning rates.
-
-    ``positions`` has shape (steps + 1, L, n, 2), ``losses`` (steps + 1, L, n); index 0 is the start.
-    """
-
-    lrs: list[float]
-    positions: torch.Tensor
-    losses: torch.Tensor
-
-
-def run(function: Function2D, method: Method, lrs, starts: torch.Tensor, steps: int, lr_in: float = 1.0) -> Run:
-    """Optimise ``function`` with ``method`` from every row of ``starts`` (n, 2) at every lr."""
-    if starts.ndim != 2 or starts.shape[1] != 2:
-        raise ValueError(f"starts must have shape (n, 2), got {tuple(starts.shape)}")
+def run(family: Instances, index: torch.Tensor, method: Method, configs: list[dict], starts: torch.Tensor,
+        steps: int, keep_positions: bool = False):
+    """Optimises instance ``index[i]`` from ``starts[i]`` (n, 2), for every configuration at once.
+    Returns the losses (steps + 1, K, n), and the positions (steps + 1, K, n, 2) when asked."""
+    if starts.ndim != 2 or starts.shape != (len(index), 2):
+        raise ValueError(f"starts must have shape ({len(index)}, 2), got {tuple(starts.shape)}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    lrs = [float(lr) for lr in lrs]
-    params = [torch.nn.Parameter(starts.detach().clone()) for _ in lrs]
-    opt = method.optimizer(params, lrs, lr_in)
-    positions = torch.empty(steps + 1, len(lrs), *starts.shape, dtype=starts.dtype)
-    losses = torch.empty(steps + 1, len(lrs), starts.shape[0], dtype=starts.dtype)
+    params = [torch.nn.Parameter(starts.detach().clone()) for _ in configs]
+    opt = method.optimizer(params, configs)
+    losses = torch.empty(steps + 1, len(configs), len(index), dtype=starts.dtype)
+    positions = torch.empty(steps + 1, len(configs), *starts.shape, dtype=starts.dtype) if keep_positions else None
     for t in range(steps + 1):
         x = torch.stack(params)
-        loss = function(x)
-        positions[t] = x.detach()
+        loss = family(x, index)
         losses[t] = loss.detach()
+        if keep_positions:
+            positions[t] = x.detach()
         if t == steps:
             break
         opt.zero_grad(set_to_none=False)
         loss.sum().backward()
         opt.step()
-    return Run(lrs, positions, losses)
+    return (losses, positions) if keep_positions else losses
 
 
 def gaps(function: Function2D, losses: torch.Tensor) -> torch.Tensor:
     """f - f_min, with diverged (non-finite) values set to +inf."""
     gap = losses - function.f_min
     return torch.where(torch.isfinite(gap), gap, torch.full_like(gap, math.inf))
-
-
-def score(gap: torch.Tensor, tol: float) -> dict:
-    """Success rate, median steps to tolerance (misses count as never) and median final gap of
-    the gaps ``(steps + 1, n)`` of ``n`` runs."""
-    return {
-        "success": (gap[-1] <= tol).double().mean().item(),
-        "median_steps": float(np.median(steps_to_tolerance(gap, tol).numpy())),
-        "final_gap": float(np.median(gap[-1].numpy())),
-    }
 
 
 def steps_to_tolerance(gap: torch.Tensor, tol: float) -> torch.Tensor:
@@ -139,154 +138,143 @@ def steps_to_tolerance(gap: torch.Tensor, tol: float) -> torch.Tensor:
     return torch.where(hit.any(0), first, torch.full_like(first, math.inf))
 
 
-@dataclass
-class Comparison:
-    """Results of :func:`protocol` as tables.
-
-    ``summary``: one row per function and method with the chosen lr and the evaluation scores.
-    ``lr_scan``: median final tuning gap at every grid point (what the choice was made from).
-    ``curves``: per step, the 25th, 50th and 75th percentile of the evaluation gap at the chosen lr.
-    ``paths``: positions of the first ``n_paths`` evaluation starts at the chosen lr.
-    """
-
-    summary: pd.DataFrame
-    lr_scan: pd.DataFrame
-    curves: pd.DataFrame
-    paths: pd.DataFrame
-    settings: dict = field(default_factory=dict)
+def tuning_score(hit: torch.Tensor, final_gap: torch.Tensor, steps: int) -> tuple[float, float]:
+    """A configuration's score on its tuning starts, lower is better: the mean steps to tolerance
+    with misses counted as ``steps + 1``, then the median log10 final gap."""
+    censored = torch.where(torch.isfinite(hit), hit, torch.full_like(hit, steps + 1.0))
+    return float(censored.mean()), float(torch.log10(final_gap.clamp(min=1e-300)).median())
 
 
-def protocol(
-    functions,
-    methods,
-    *,
-    lrs,
-    steps: int,
-    n_tune: int = 5,
-    n_eval: int = 20,
-    tol: float = 1e-3,
-    lr_in: float = 1.0,
-    seed: int = 0,
-    n_paths: int = 4,
-    workers: int = 1,
-) -> Comparison:
-    """Tune each method's lr on ``n_tune`` starts, score it on ``n_eval`` other starts (see module doc).
+def extensions(pick: dict, configs: list[dict]) -> list[dict]:
+    """For each axis (but ``FIXED``) with two values or more on whose edge ``pick`` lies, the pick with
+    that axis one x2 step further out, unless already tried."""
+    new = []
+    for name in pick:
+        values = sorted({c[name] for c in configs})
+        if name in FIXED or len(values) < 2 or pick[name] not in (values[0], values[-1]):
+            continue
+        c = {**pick, name: pick[name] * (2.0 if pick[name] == values[-1] else 0.5)}
+        if c not in configs and c not in new:
+            new.append(c)
+    return new
 
-    Tuning starts use seed ``seed`` and evaluation starts ``seed + 1``; all methods share them.
-    With ``workers`` > 1 the functions run in that many processes (one torch thread each) and their
-    tables are joined: the result is the same, as every function draws its own starts.
-    """
-    if not isinstance(n_tune, int) or n_tune < 1 or not isinstance(n_eval, int) or n_eval < 1:
-        raise ValueError(f"n_tune and n_eval must be positive ints, got {n_tune!r} and {n_eval!r}")
+
+def censored_steps(hit: torch.Tensor, steps: int) -> torch.Tensor:
+    return torch.where(torch.isfinite(hit), hit, torch.full_like(hit, steps + 1.0))
+
+
+def compare(function: Function2D, methods, *, n_tune: int = 20, n_eval: int = 40, n_starts: int = 4,
+            steps: int = 200, tol: float = 1e-3, seed: int = 0, extend: int = 10, n_boot: int = 2000) -> dict:
+    """The protocol (see the module doc) on one function: tables ``summary`` (per method: the pick,
+    the configurations used, whether the pick is still on an edge after ``extend`` extensions,
+    success rate with its Wilson interval, median steps to tolerance with a bootstrap interval over
+    instances, median final gap; the same at the original instance, at the
+    pick and at the configuration that is best on the original instance itself),
+    ``instances`` (per method and evaluation instance: mean censored steps and success rate, the pairs
+    of :func:`verdicts`) and ``tuning`` (every configuration's tuning score)."""
+    for name, v in (("n_tune", n_tune), ("n_eval", n_eval), ("n_starts", n_starts)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
+    family = instances(function, 1 + n_tune + n_eval, seed)
+    index = torch.arange(1 + n_tune + n_eval).repeat_interleave(n_starts)
+    starts = family.starts(index, seed + 1)
+    tune = (index >= 1) & (index <= n_tune)
+    evaluate = index > n_tune
+    summary, per_instance, tuning = [], [], []
+    for m in methods:
+        key = {"function": function.name, "base": m.base, "rule": m.rule}
+        configs, new, hits, finals = [], m.grid(), [], []
+        for _ in range(extend + 1):
+            gap = gaps(function, run(family, index, m, new, starts, steps))
+            hits.append(steps_to_tolerance(gap, tol))
+            finals.append(gap[-1])
+            configs += new
+            hit, final = torch.cat(hits), torch.cat(finals)  # (K, n)
+            scores = [tuning_score(h[tune], f[tune], steps) for h, f in zip(hit, final)]
+            best = min(range(len(configs)), key=lambda k: scores[k])
+            new = extensions(configs[best], configs)
+            if not new:
+                break
+        tuning += [{**key, **c, "score": s[0], "log_gap": s[1]} for c, s in zip(configs, scores)]
+        h, f = hit[best], final[best]
+        ev_steps = censored_steps(h[evaluate], steps).reshape(n_eval, n_starts)
+        ev_hit = (f[evaluate] <= tol).double().reshape(n_eval, n_starts)
+        per_instance += [{**key, "instance": 1 + n_tune + i, "steps": float(s.mean()), "success": float(w.mean())}
+                         for i, (s, w) in enumerate(zip(ev_steps, ev_hit))]
+        lo, hi = analysis.wilson(int(ev_hit.sum()), ev_hit.numel())
+        s_lo, s_hi = _median_interval(ev_steps.numpy(), n_boot, seed)
+        orig = index == 0
+        on_orig = min(range(len(configs)), key=lambda k: tuning_score(hit[k][orig], final[k][orig], steps))
+        summary.append({**key, **{k: configs[best].get(k) for k in ("lr", "lr_in", "lr_out")},
+                        "configs": len(configs), "on_edge": bool(new), "success": float(ev_hit.mean()),
+                        "success_lo": lo, "success_hi": hi,
+                        "median_steps": _never(_median(ev_steps), steps),
+                        "steps_lo": _never(s_lo, steps), "steps_hi": _never(s_hi, steps),
+                        "final_gap": float(f[evaluate].median()),
+                        "original_success": float((f[orig] <= tol).double().mean()),
+                        "original_steps": _never(_median(censored_steps(h[orig], steps)), steps),
+                        "original_tuned_success": float((final[on_orig][orig] <= tol).double().mean()),
+                        "original_tuned_steps": _never(_median(censored_steps(hit[on_orig][orig], steps)), steps)})
+    return dict(summary=pd.DataFrame(summary), instances=pd.DataFrame(per_instance), tuning=pd.DataFrame(tuning))
+
+
+def _median(x: torch.Tensor) -> float:
+    return float(np.median(x.numpy()))  # the mean of the middle two for an even count
+
+
+def _never(steps_value: float, steps: int) -> float:
+    return math.inf if steps_value > steps else steps_value
+
+
+def _median_interval(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of ``values`` (instances x starts), resampling
+    instances (the starts of one instance are not independent)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(values), size=(n_boot, len(values)))
+    medians = np.median(values[picks].reshape(n_boot, -1), axis=1)
+    lo, hi = np.percentile(medians, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def protocol(functions, methods, workers: int = 1, **settings) -> dict:
+    """:func:`compare` on every function, its tables joined; with ``workers`` > 1 the functions run
+    in that many processes (one torch thread each), which gives the same tables."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if workers > 1 and len(functions) > 1:
-        return _in_workers(functions, methods, workers, dict(lrs=lrs, steps=steps, n_tune=n_tune, n_eval=n_eval,
-                                                             tol=tol, lr_in=lr_in, seed=seed, n_paths=n_paths))
-    lrs = [float(lr) for lr in lrs]
-    summary, scan, curves, paths = [], [], [], []
-    for f in functions:
-        starts = torch.cat([f.sample_starts(n_tune, seed), f.sample_starts(n_eval, seed + 1)])
-        for m in methods:
-            key = {"function": f.name, "base": m.base, "rule": m.rule, "gamma": m.gamma}
-            r = run(f, m, lrs, starts, steps, lr_in)
-            gap = gaps(f, r.losses)
-            tune_final = gap[-1, :, :n_tune].median(dim=1).values  # per lr (the lower middle value if n_tune is even)
-            best = int(torch.argmin(tune_final))  # ties go to the smaller lr
-            scan += [{**key, "lr": lr, "tune_gap": g} for lr, g in zip(lrs, tune_final.tolist())]
-            ev = gap[:, best, n_tune:]  # (steps + 1, n_eval)
-            summary.append({**key, "lr": lrs[best], **score(ev, tol)})
-            quartiles = torch.tensor([0.25, 0.5, 0.75], dtype=ev.dtype)
-            q = torch.quantile(ev.clamp(max=torch.finfo(ev.dtype).max), quartiles, dim=1)  # inf - inf would be nan
-            curves.append(pd.DataFrame({**key, "step": np.arange(steps + 1), "q25": q[0], "median": q[1], "q75": q[2]}))
-            paths += _paths(key, r.positions[:, best, n_tune:n_tune + n_paths])
-    settings = dict(lrs=lrs, steps=steps, n_tune=n_tune, n_eval=n_eval, tol=tol, lr_in=lr_in, seed=seed)
-    return Comparison(pd.DataFrame(summary), pd.DataFrame(scan), pd.concat(curves, ignore_index=True),
-                      pd.concat(paths, ignore_index=True), settings)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        with ProcessPoolExecutor(min(workers, len(functions)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            parts = list(pool.map(partial(compare, methods=methods, **settings), functions))
+    else:
+        parts = [compare(f, methods, **settings) for f in functions]
+    return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
 
 
-def _in_workers(functions, methods, workers: int, settings: dict) -> Comparison:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
-
-    with ProcessPoolExecutor(min(workers, len(functions)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        parts = list(pool.map(partial(protocol, methods=methods, **settings), [[f] for f in functions]))
-    tables = (pd.concat([getattr(p, k) for p in parts], ignore_index=True)
-              for k in ("summary", "lr_scan", "curves", "paths"))
-    return Comparison(*tables, {k: v for k, v in parts[0].settings.items()})
+def verdicts(per_instance: pd.DataFrame, alpha: float = 0.05, n_boot: int = 2000) -> pd.DataFrame:
+    """Each rule against the additive rule of its base on each function, paired on the evaluation
+    instances (:func:`gofau.lab.analysis.paired_comparisons` on the mean censored steps: ``diff``
+    < 0 is faster), Holm-corrected across the whole table; ``verdict`` is "better" or "worse" where
+    the corrected test rejects, else "tie"."""
+    out = analysis.paired_comparisons(per_instance, by=["function", "base", "rule"], against={"rule": "additive"},
+                                      metric="steps", pair="instance", alpha=alpha, n_boot=n_boot)
+    out["verdict"] = np.where(~out["significant"], "tie", np.where(out["diff"] < 0, "better", "worse"))
+    return out.reset_index()
 
 
-def from_starts(function: Function2D, picks, starts: torch.Tensor, steps: int, tol: float = 1e-3,
-                lr_in: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run each ``(method, lr)`` in ``picks`` from the given starts (n, 2).
-
-    Returns one row per method and start (start, end point, final gap, steps to tolerance) and
-    the paths as rows (method columns, start, step, x, y).
-    """
-    rows, paths = [], []
-    for m, lr in picks:
-        r = run(function, m, [lr], starts, steps, lr_in)
-        gap = gaps(function, r.losses[:, 0])
-        hit = steps_to_tolerance(gap, tol)
-        key = {"function": function.name, "base": m.base, "rule": m.rule, "gamma": m.gamma, "lr": lr}
-        for i in range(starts.shape[0]):
-            (x0, y0), (x1, y1) = r.positions[0, 0, i].tolist(), r.positions[-1, 0, i].tolist()
-            rows.append({**key, "start": i, "x0": x0, "y0": y0, "x_end": x1, "y_end": y1,
-                         "final_gap": gap[-1, i].item(), "steps": hit[i].item()})
-        paths += _paths(key, r.positions[:, 0])
-    return pd.DataFrame(rows), pd.concat(paths, ignore_index=True)
-
-
-def _paths(key: dict, positions: torch.Tensor) -> list[pd.DataFrame]:
-    """Rows (key, start, step, x, y) for positions of shape (steps + 1, n, 2)."""
-    step = np.arange(positions.shape[0])
-    return [pd.DataFrame({**key, "start": i, "step": step, "x": positions[:, i, 0], "y": positions[:, i, 1]})
-            for i in range(positions.shape[1])]
-
-
-def verdicts(summary: pd.DataFrame, reference: str = "additive") -> pd.DataFrame:
-    """Whether each rule beats ``reference`` on each function and base, from a :func:`protocol` summary.
-
-    In order: a success rate higher (lower) by at least 0.1 is "better" ("worse"); else, when both
-    median step counts are finite, a ratio <= 0.8 is better and >= 1.25 worse; else a finite median
-    beats an infinite one; else a median final gap 10 times lower (higher) is better (worse);
-    anything else is a "tie".
-    """
-    ref = summary[summary.rule == reference].set_index(["function", "base"])
-    rows = []
-    for _, r in summary[summary.rule != reference].iterrows():
-        a = ref.loc[(r.function, r.base)]
-        rows.append({"function": r.function, "base": r.base, "rule": r.rule, "gamma": r.gamma,
-                     "verdict": _verdict(r, a)})
-    return pd.DataFrame(rows)
-
-
-def _verdict(r, a) -> str:
-    if abs(r.success - a.success) >= 0.1 - 1e-12:
-        return "better" if r.success > a.success else "worse"
-    finite_r, finite_a = math.isfinite(r.median_steps), math.isfinite(a.median_steps)
-    if finite_r and finite_a:
-        ratio = r.median_steps / max(a.median_steps, 1e-300)
-        return "better" if ratio <= 0.8 else "worse" if ratio >= 1.25 else "tie"
-    if finite_r != finite_a:
-        return "better" if finite_r else "worse"
-    if r.final_gap * 10 <= a.final_gap:
-        return "better"
-    return "worse" if r.final_gap >= 10 * a.final_gap else "tie"
-
-
-def rounded(summary: pd.DataFrame, digits: int = 3, floor: float = 1e-12) -> pd.DataFrame:
-    """A printable copy: lr and final gap to ``digits`` significant digits, gaps below ``floor``
-    shown as "<floor" (their last digits depend on the platform), success in %, and steps as
-    integers or "never"."""
-    out = summary.copy()
-    out["lr"] = [f"{v:.{digits - 1}e}" for v in out.lr]
-    out["success"] = [f"{round(100 * v)}%" for v in out.success]
-    out["median_steps"] = ["never" if not math.isfinite(v) else f"{v:g}" for v in out.median_steps]
-    out["final_gap"] = [f"<{floor:.0e}" if v < floor else "inf" if not math.isfinite(v) else f"{v:.{digits - 1}e}"
-                        for v in out.final_gap]
-    return out
+def paths(function: Function2D, family: Instances, k: int, picks, starts: torch.Tensor, steps: int) -> pd.DataFrame:
+    """Rows (base, rule, start, step, x, y): each ``(method, config)`` of ``picks`` from ``starts``
+    (n, 2) on instance ``k``."""
+    index = torch.full((len(starts),), k, dtype=torch.int64)
+    frames = []
+    for m, config in picks:
+        _, pos = run(family, index, m, [config], starts, steps, keep_positions=True)
+        for i in range(len(starts)):
+            frames.append(pd.DataFrame({"function": function.name, "base": m.base, "rule": m.rule, "start": i,
+                                        "step": np.arange(steps + 1), "x": pos[:, 0, i, 0], "y": pos[:, 0, i, 1]}))
+    return pd.concat(frames, ignore_index=True)
