@@ -118,6 +118,8 @@ def _type_ok(value, annotation: str) -> bool:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ValueError/TypeError naming the setting and its accepted range (before any data or training)."""
+    if not isinstance(cfg, TrainConfig):
+        return cfg.validate()
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if not _type_ok(value, str(f.type)):
@@ -164,7 +166,10 @@ def validate(cfg: TrainConfig) -> None:
 
 def identity(cfg: TrainConfig) -> dict:
     """The settings that determine the run's numbers, normalised (settings a choice ignores are None,
-    ``device`` reduced to its type), so equal runs get equal hashes."""
+    ``device`` reduced to its type), so equal runs get equal hashes. Another kind of run (a language
+    model's :class:`gofau.lab.lm.LMConfig`) gives its own."""
+    if not isinstance(cfg, TrainConfig):
+        return cfg.identity()
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_CONTROL}
     d["device"] = parse_device(cfg.device).type
     if cfg.optimizer not in MOMENTUM:

@@ -66,7 +66,13 @@ KNOWN_SHA256 = {  # the archives of the project's offline data folder (its SHA25
     "tiny-imagenet-200-train-2.tar.gz": "1c1f60a794c47431f8a5a29f6f13bf54b0b0e927d521f7956e79011abfb7f0fd",
     "tiny-imagenet-200-train-3.tar.gz": "cba59402927f67693a0031dbd3fab2b9c86563b76a5eb28548d8df2513bb8bc6",
     "tiny-imagenet-200-val.tar.gz": "084dff18645e5ec93392abf551b4ea188f8f3629311ce634b35b5e0aac2c7da1",
+    "tinyshakespeare.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
 }
+TEXTS = {"tinyshakespeare": dict(
+    file="tinyshakespeare.txt", title="Tiny Shakespeare",
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    source="Tiny Shakespeare (github.com/karpathy/char-rnn, data/tinyshakespeare/input.txt)")}
+"""Text corpora (``gofau.lab.text``), found like the image data and downloadable when allowed."""
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -186,15 +192,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
     """
     if name not in NAMES:
         raise ValueError(f"name must be one of {NAMES}, got {name!r}")
-    download = _download_allowed(download)
-    if data_dir is not None:
-        sources, reader = _from_data_dir(name, Path(data_dir).resolve(), download)
-    else:
-        sources, reader = _search(name, download)
+    sources, reader, digests = resolve(name, data_dir, download)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    digests = [(p.name, _sha256(p)) for p in sources]
-    for p, (_, digest) in zip(sources, digests):
-        _verify(p, digest)
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, name, digests]).encode()).hexdigest()[:16]
     path = cache_dir / f"{name}-{key}.pt"
     if path.exists():
@@ -208,6 +207,21 @@ def load(name: str, data_dir: str | os.PathLike | None = None, cache_dir: str | 
         atomic_write(path, lambda tmp: torch.save(d, tmp))
     return ImageData(d["train_x"], d["train_y"], d["test_x"], d["test_y"], list(d["classes"]),
                      dict(d["identity"]))
+
+
+def resolve(name: str, data_dir: str | os.PathLike | None = None, download: bool = False):
+    """Where data set ``name`` (images, or a text of :data:`TEXTS`) is: ``(source files, reader,
+    [(file name, SHA-256)])``, the files checked against their known digests. The search order
+    and errors are those of :func:`load`."""
+    download = _download_allowed(download)
+    if data_dir is not None:
+        sources, reader = _from_data_dir(name, Path(data_dir).resolve(), download)
+    else:
+        sources, reader = _search(name, download)
+    digests = [(p.name, _sha256(p)) for p in sources]
+    for p, (_, digest) in zip(sources, digests):
+        _verify(p, digest)
+    return sources, reader, digests
 
 
 def _sha256(path: Path) -> str:
@@ -257,6 +271,8 @@ def _locate(name: str, folder: Path, download: bool = False, source: str | None 
         return _cifar10_jpeg(folder)
     if name == "imagefolder":
         return _imagefolder_dir(folder), lambda: _read_imagefolder(folder, "imagefolder", str(folder))
+    if name in TEXTS:
+        return _text(name, folder, download)
     return _tinyimagenet(folder)
 
 
@@ -283,7 +299,12 @@ def _search(name: str, download: bool):
             looked.append(f"{label}: {e}")
     into = download_dir().resolve()
     pickled = "cifar10" if name == "cifar10-jpeg" else name
-    if pickled not in _CIFAR:
+    if name in TEXTS:
+        try:
+            return _locate(name, into, download)
+        except FileNotFoundError as e:
+            looked.append(f"download folder: {e}" + ("" if download else f"; downloads not allowed ({_ALLOW})"))
+    elif pickled not in _CIFAR:
         looked.append(f"download: torchvision has no download of {name!r}")
     elif pickled != name and not download:
         looked.append(f"download of the pickled CIFAR-10 into {into}, to stand in for {name!r}: not allowed "
@@ -316,9 +337,33 @@ def _how(name: str, into: Path) -> str:
                 "pickled CIFAR-10 in its place (a different copy: the record's dataset says which).")
     if name == "imagefolder":
         return "Pass data_dir (--data-dir) naming a tree {train,test}/<class>/<image>, one folder per class."
+    if name in TEXTS:
+        return (f"Put {TEXTS[name]['file']} (the project's shared/data copy) in a folder and set GOFAU_DATA or "
+                f"--data-dir to it, or allow the download ({_ALLOW}) of {TEXTS[name]['url']} into {into}.")
     return ("Put tiny-imagenet-200-val.tar.gz and tiny-imagenet-200-train-{0..3}.tar.gz (the project's "
             "shared/data archives) in a folder and set GOFAU_DATA or --data-dir to it, or extract "
             "http://cs231n.stanford.edu/tiny-imagenet-200.zip there.")
+
+
+def _text(name: str, folder: Path, download: bool):
+    """The text file of ``name`` in ``folder`` (fetched there first when ``download`` and missing)."""
+    meta = TEXTS[name]
+    path = folder / meta["file"]
+    if not path.is_file() and download:
+        from torchvision.datasets.utils import download_url
+
+        download_url(meta["url"], str(folder), meta["file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"no {meta['file']} in {folder}")
+
+    def read():
+        raw = path.read_bytes()
+        try:
+            return dict(text=raw.decode("utf-8"), identity=dict(name=meta["title"], source=meta["source"],
+                                                                copy="/".join(path.parts[-3:])))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text ({e}); copy it again") from None
+    return [path], read
 
 
 # ---------------------------------------------------------------- CIFAR (official pickles)

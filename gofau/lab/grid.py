@@ -1,6 +1,7 @@
 """Run a grid of training runs from a YAML file: ``gofau-grid GRID.yaml [--out DIR]``.
 
-The file has a ``base`` configuration (any :class:`gofau.lab.train.TrainConfig` fields) and either
+The file has a ``base`` configuration (any :class:`gofau.lab.config.TrainConfig` fields, or
+:class:`gofau.lab.lm.LMConfig` fields for a text data set: a language-model grid) and either
 ``axes`` (a mapping from setting to a list of values: their Cartesian product) or ``grids`` (a list
 of such mappings, each a product of its own; the runs are their union, in order). An optional
 ``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks (:func:`picks`), for each group of runs
@@ -41,11 +42,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gofau.lab import records as gresults
+from gofau.lab import lm
 from gofau.lab.config import RUN_CONTROL, TrainConfig, identity, run_id, validate
 from gofau.lab.provenance import ROOT
 from gofau.lab.train import train
 
-FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig) + dataclasses.fields(lm.LMConfig)}
+
+
+def make(c: dict) -> TrainConfig | lm.LMConfig:
+    """The run a configuration describes: a language-model run for a text data set, else an image run."""
+    return lm.LMConfig(**c) if c.get("dataset") in lm.text.NAMES else TrainConfig(**c)
 
 
 TOP_LEVEL = ("description", "base", "axes", "grids", "tune")
@@ -133,7 +140,7 @@ def _settings(block, where: str, lists: bool) -> None:
 
 
 def expand(spec: dict) -> list[dict]:
-    """The configurations (dicts of TrainConfig fields) of the product stage(s), in order."""
+    """The configurations (dicts of run settings) of the product stage(s), in order."""
     check_spec(spec)
     base = dict(spec.get("base") or {})
     blocks = spec.get("grids") or ([spec["axes"]] if spec.get("axes") else [{}])
@@ -148,11 +155,14 @@ def expand(spec: dict) -> list[dict]:
 
 def score(record: dict | None) -> float:
     """A tuning run's score: its final validation accuracy, or its final test accuracy when it has no
-    validation split (the book's early grids); -inf when it failed, diverged or is missing."""
+    validation split (the book's early grids), or minus its final validation loss (a language
+    model); -inf when it failed, diverged or is missing."""
     if not record or record.get("status") != "finished" or not record.get("epochs") or record.get("diverged"):
         return -math.inf
     last = record["epochs"][-1]
     acc = last.get("val_acc", last.get("test_acc"))
+    if acc is None and "val_loss" in last:  # a language model: the lower its validation loss, the better
+        acc = -last["val_loss"]
     return acc if acc is not None and math.isfinite(acc) else -math.inf
 
 
@@ -168,7 +178,7 @@ def _groups(spec: dict, configs: list[dict]) -> list[dict[str, list]]:
     over = tune_over(spec)
     groups: dict[str, dict[str, list]] = {}
     for c in configs:
-        ident = identity(TrainConfig(**c))
+        ident = identity(make(c))
         rest = {k: v for k, v in ident.items() if k not in (*over, "seed")}
         values = groups.setdefault(gresults.config_hash(rest), {})
         values.setdefault(json.dumps([ident.get(k) for k in over]), []).append(c)
@@ -206,7 +216,7 @@ def extensions(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
     """New tuning configurations for every group whose pick lies on the edge of a numeric axis of
     ``over`` with at least two values: the pick with that axis one step further out (the edge value
     times the ratio of the last step), on each of the pick's seeds."""
-    over, known = tune_over(spec), {run_id(TrainConfig(**c)) for c in configs}
+    over, known = tune_over(spec), {run_id(make(c)) for c in configs}
     new = []
     for values in _groups(spec, configs):
         best = _best(values, out)
@@ -223,11 +233,11 @@ def extensions(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
             for c in values[best]:  # the pick, one step further out along this axis, on each of its seeds
                 c2 = {**c, name: step}
                 try:
-                    validate(TrainConfig(**c2))
+                    validate(make(c2))
                 except (TypeError, ValueError):
                     continue  # beyond the setting's range (gamma > 1, say): the edge is the range's own
-                if run_id(TrainConfig(**c2)) not in known:
-                    known.add(run_id(TrainConfig(**c2)))
+                if run_id(make(c2)) not in known:
+                    known.add(run_id(make(c2)))
                     new.append(c2)
     return new
 
@@ -258,14 +268,14 @@ def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
 
 
 def _record(out, config: dict) -> dict | None:
-    path = gresults.record_path(out, run_id(TrainConfig(**config)))
+    path = gresults.record_path(out, run_id(make(config)))
     return gresults.read(path) if path.is_file() else None
 
 
 def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, dict | None]:
     """Train one configuration: ("skipped" | "claimed" | "finished" | "failed", record). "claimed":
     another worker (another grid invocation on the same folder) is running it (:func:`claim`)."""
-    cfg = TrainConfig(**{**config, "out": str(out), "force": force})
+    cfg = make({**config, "out": str(out), "force": force})
     rid = run_id(cfg)
     if not force and gresults.finished(out, rid):
         return "skipped", gresults.read(gresults.record_path(out, rid))
@@ -278,7 +288,7 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
     try:
         if not force and gresults.finished(out, rid):  # finished by a worker whose claim just ended
             return "skipped", gresults.read(gresults.record_path(out, rid))
-        return "finished", train(cfg)
+        return "finished", (lm.train if isinstance(cfg, lm.LMConfig) else train)(cfg)
     except KeyboardInterrupt:
         raise
     except Exception as e:
@@ -291,7 +301,7 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
         _claim_path(out, rid).unlink(missing_ok=True)
 
 
-def _record_failure(cfg: TrainConfig, out, started: str, error: str, **details) -> dict:
+def _record_failure(cfg: TrainConfig | lm.LMConfig, out, started: str, error: str, **details) -> dict:
     """Saves (and returns) a "failed" record for ``cfg``, unless a finished one exists (a failed
     rerun with --force keeps it)."""
     rid = run_id(cfg)
@@ -432,7 +442,7 @@ def run_jobs(executor, configs: list[dict], out: Path, force: bool, limit: int):
                     status, record = job.result()
                 except Exception as e:  # killed, timed out or out of memory: no result came back
                     status = "failed"
-                    record = _record_failure(TrainConfig(**{**c, "out": str(out)}), out, "",
+                    record = _record_failure(make({**c, "out": str(out)}), out, "",
                                              f"job {job.job_id} ended without a result: {type(e).__name__}",
                                              log=str(job.paths.stderr))
                     print(f"job {job.job_id} failed; its log: {job.paths.stderr}", file=sys.stderr)
@@ -446,8 +456,9 @@ def run_jobs(executor, configs: list[dict], out: Path, force: bool, limit: int):
 
 def _absolute(config: dict) -> dict:
     """``config`` with its folders made absolute, for a job that may start elsewhere."""
-    folders = {k: str(Path(config.get(k, getattr(TrainConfig, k))).resolve())
-               for k in ("data_dir", "cache_dir", "checkpoint_dir") if config.get(k, getattr(TrainConfig, k))}
+    defaults = make(config)
+    folders = {k: str(Path(getattr(defaults, k)).resolve())
+               for k in ("data_dir", "cache_dir", "checkpoint_dir") if getattr(defaults, k, None)}
     return {**config, **folders}
 
 
@@ -462,7 +473,7 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
     configs = expand(spec)
     seeds = (spec.get("tune") or {}).get("seeds", [])
     for c in configs + [{**configs[0], "seed": s} for s in seeds]:  # the tune stage's settings too
-        validate(TrainConfig(**c))
+        validate(make(c))
     rows = []
     out = Path(out).resolve() if jobs.executor != "inline" else out
     executor = _executor(jobs, out) if jobs.executor != "inline" and not dry_run else None
@@ -482,7 +493,7 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
         else:
             pending = []
             for c in cs:  # finished runs are never sent to a job
-                rid = run_id(TrainConfig(**c))
+                rid = run_id(make(c))
                 if not force and gresults.finished(out, rid):
                     row(stage, c, "skipped", gresults.read(gresults.record_path(out, rid)))
                 else:
@@ -507,7 +518,7 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
 
 def _brief(c: dict) -> dict:
     keys = ("optimizer", "rule", "lr", "seed")
-    return {k: c.get(k, getattr(TrainConfig, k)) for k in keys}
+    return {k: getattr(make(c), k) for k in keys}
 
 
 def main(argv=None) -> int:
