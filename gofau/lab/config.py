@@ -7,6 +7,7 @@ give the same record. Rule and direction names come from the optimizer's own reg
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -206,3 +207,25 @@ LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig)
 def run_id(cfg: TrainConfig) -> str:
     """The run's id: the hash of its :func:`identity`; the record is ``<out>/<id>.json``."""
     return config_hash(identity(cfg))
+
+
+def command_line(cls, prog: str, description: str, helps: dict, choices: dict) -> argparse.ArgumentParser:
+    """A parser with one ``--flag`` per field of the settings dataclass ``cls``, with its default, type,
+    accepted ``choices`` and help; "none" stands for None where a setting is optional."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"float": float, "int": int, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
+        else:
+            p.add_argument(flag, type=_optional(kind) if "None" in str(f.type) else kind, default=f.default,
+                           choices=choices.get(f.name), help=helps.get(f.name, ""))
+    return p
+
+
+def _optional(kind):
+    def parse(text):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse

@@ -39,7 +39,7 @@ import gofau
 from gofau.directions import DIRECTIONS
 from gofau.lab import gpt, provenance, text
 from gofau.lab import records as gresults
-from gofau.lab.config import RUN_CONTROL, resolve_device, run_id
+from gofau.lab.config import RUN_CONTROL, command_line, resolve_device, run_id
 from gofau.relatives import RELATIVE_RULES, RELATIVES
 from gofau.rules import READS_LR_IN, RULES
 
@@ -291,22 +291,20 @@ def _progress(cfg, done):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gofau-lm", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(LMConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"float": float, "int": int, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            parse = kind
-            if "None" in str(f.type):
-                def parse(value, kind=kind):
-                    return None if value.lower() == "none" else kind(value)
-                parse.__name__ = kind.__name__
-            choices = dict(optimizer=OPTIMIZERS, rule=tuple(RULES), dataset=text.NAMES).get(f.name)
-            p.add_argument(flag, type=parse, default=f.default, choices=choices)
-    return p
+    return command_line(LMConfig, "gofau-lm", __doc__.split("\n\n")[0], _HELP,
+                        dict(optimizer=OPTIMIZERS, rule=tuple(RULES), dataset=text.NAMES))
+
+
+_HELP = dict(
+    optimizer="adamw (torch.optim.AdamW), a GOFAU base direction, or a relative", rule="update rule (GOFAU bases)",
+    lr="peak lr: eta, or eta_out for the multiplicative rules", bias_rule="GOFAU rule for biases and LayerNorm "
+    "parameters (none: --rule)", beta2="second-moment decay of adamw, adam and lamb",
+    weight_decay="on the matrices: decoupled for adamw and lamb, L2 for GOFAU", iters="optimizer steps",
+    warmup_iters="linear warm-up steps", min_lr="lr at the end of the cosine decay",
+    evals="validation evaluations and checkpoints per run", eval_windows="fixed validation windows",
+    log_every="log the training loss every N steps", sample_chars="characters generated at the end",
+    threads="CPU threads (torch.set_num_threads)", out="folder for the JSON record (none: do not save)",
+    checkpoint_dir="checkpoints for resuming (none: off)")
 
 
 def main(argv=None) -> int:

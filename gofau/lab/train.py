@@ -34,7 +34,7 @@ import gofau
 from gofau.lab import data as gdata
 from gofau.lab import models, provenance
 from gofau.lab import records as gresults
-from gofau.lab.config import CHOICES, TrainConfig, identity, resolve_device, run_id, validate
+from gofau.lab.config import CHOICES, TrainConfig, command_line, identity, resolve_device, run_id, validate
 from gofau.relatives import RELATIVES
 
 SATURATION = 2.0  # |eta_in u| above this counts as a saturated tanh (tanh(2) = 0.964)
@@ -384,13 +384,6 @@ def _progress(cfg, total, desc):
 
 # ---------------------------------------------------------------- command line
 
-def _optional(kind):
-    def parse(text):
-        return None if text.lower() == "none" else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
 _HELP = dict(
     dataset="data set: " + ", ".join(gdata.NAMES), arch="model: " + ", ".join(models.ARCHS),
     width="channel multiplier of every layer", init="weight init: " + ", ".join(models.INITS),
@@ -414,19 +407,7 @@ _HELP = dict(
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gofau-train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"float": float, "int": int, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=_HELP.get(f.name))
-        else:
-            optional = "None" in str(f.type)
-            p.add_argument(flag, type=_optional(kind) if optional else kind, default=f.default,
-                           choices=CHOICES.get(f.name),
-                           help=_HELP.get(f.name, ""))
-    return p
+    return command_line(TrainConfig, "gofau-train", __doc__.split("\n\n")[0], _HELP, CHOICES)
 
 
 def main(argv=None) -> int:
