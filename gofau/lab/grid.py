@@ -536,7 +536,8 @@ def main(argv=None) -> int:
                         "this machine; slurm: submitit jobs on a Slurm cluster")
     e.add_argument("--jobs", type=int, default=1, help="jobs running at once (Slurm: the array parallelism)")
     e.add_argument("--partition", help="Slurm partition")
-    e.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job")
+    e.add_argument("--gpus-per-job", type=int, default=0,
+                   help="GPUs per job (local jobs see the first N GPUs only: with 0 they run on the CPU)")
     e.add_argument("--cpus-per-job", type=int, help="CPUs per job (Slurm)")
     e.add_argument("--time-min", type=int, default=120, help="time limit per job, in minutes")
     e.add_argument("--log-dir", help="folder for the jobs' logs (default: OUT/.jobs/JOB_ID)")
