@@ -96,3 +96,19 @@ def test_bad_settings():
         models.build("resnet9", init="he", init_scale=2.0)
     with pytest.raises(ValueError, match="init_scale must be a positive number"):
         models.build("resnet9", init="scaled", init_scale=-1.0)
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_without_batchnorm_the_network_keeps_its_convolutions(arch):
+    torch.manual_seed(0)
+    with_bn = models.build(arch, width=0.125, norm="batch")
+    torch.manual_seed(0)
+    without = models.build(arch, width=0.125, norm="none")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in without.modules())
+    in_bn = {id(p) for m in with_bn.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    convs = [(n, p) for n, p in with_bn.named_parameters() if id(p) not in in_bn]
+    assert [(n, p.shape) for n, p in without.named_parameters()] == [(n, p.shape) for n, p in convs]
+    assert all(torch.equal(p, dict(convs)[n]) for n, p in without.named_parameters())  # same draws, same weights
+    assert without(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        models.build(arch, norm="layer")

@@ -283,3 +283,5 @@ def test_settings_added_later_keep_the_ids_of_earlier_runs():
     assert "validation" not in config.identity(base) and "log_every" not in config.identity(base)
     assert config.run_id(config.TrainConfig(device="cpu", evals_per_epoch=4)) == config.run_id(base)  # no split
     assert config.run_id(config.TrainConfig(device="cpu", validation=5000)) != config.run_id(base)
+    assert config.run_id(config.TrainConfig(device="cpu", norm="batch")) == config.run_id(base)
+    assert config.run_id(config.TrainConfig(device="cpu", norm="none")) != config.run_id(base)

@@ -22,8 +22,8 @@ from gofau.relatives import RELATIVE_RULES, RELATIVES
 from gofau.rules import READS_LR_IN, RULES
 
 SCHEDULES = ("none", "cosine", "linear")
-CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, optimizer=tuple(DIRECTIONS) + tuple(RELATIVES),
-               rule=tuple(RULES), schedule=SCHEDULES)
+CHOICES = dict(dataset=gdata.NAMES, arch=models.ARCHS, init=models.INITS, norm=models.NORMS,
+               optimizer=tuple(DIRECTIONS) + tuple(RELATIVES), rule=tuple(RULES), schedule=SCHEDULES)
 """The accepted values of each setting that takes a name. An optimizer is a GOFAU base direction,
 combined with any rule, or one of GOFAU's relatives (``gofau.relatives``), each with its own rule."""
 MOMENTUM = ("sgd", "rmsprop", "lars")  # the optimizers that read momentum
@@ -45,6 +45,7 @@ class TrainConfig:
     width: float = 1.0
     init: str = "default"
     init_scale: float = 1.0
+    norm: str = "batch"             # "none": the network without BatchNorm
     optimizer: str = "sgd"
     rule: str = "additive"
     lr: float = 0.05
@@ -201,7 +202,7 @@ def identity(cfg: TrainConfig) -> dict:
 # Settings added after records existed, whose default reproduces those records: left out of the
 # identity while at that default, so the earlier records keep their ids.
 LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-         if f.name in ("validation", "evals_per_epoch", "log_every", "channels_last")}
+         if f.name in ("validation", "evals_per_epoch", "log_every", "channels_last", "norm")}
 
 
 def run_id(cfg: TrainConfig) -> str:

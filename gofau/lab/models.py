@@ -27,15 +27,21 @@ from torch import nn
 
 ARCHS = ("resnet9", "airnet", "resnet18", "resnet34", "resnet50", "resnet101", "vgg16")
 INITS = ("default", "he", "xavier", "uniform", "scaled")
+NORMS = ("batch", "none")
 
 
 def _c(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+def _norm(channels: int, norm: str) -> nn.Module:
+    """BatchNorm over ``channels``, or nothing (``norm="none"``: the same network without it)."""
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         _norm(cout, norm), nn.ReLU(inplace=True))
 
 
 class Residual(nn.Module):
@@ -53,14 +59,18 @@ class ResNet9(nn.Module):
     """The DAWNBench ResNet9 (Page, 2018; used by airbench): prep 64, [128 + pool + res],
     [256 + pool], [512 + pool + res], global max-pool, linear, output scaled by 1/8."""
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0, image_size: int = 32):
+    def __init__(self, num_classes: int = 10, width: float = 1.0, image_size: int = 32, norm: str = "batch"):
         super().__init__()
         c1, c2, c3, c4 = (_c(c, width) for c in (64, 128, 256, 512))
+
+        def cb(cin, cout):
+            return conv_bn(cin, cout, norm=norm)
+
         self.features = nn.Sequential(
-            conv_bn(3, c1),
-            conv_bn(c1, c2), nn.MaxPool2d(2), Residual(nn.Sequential(conv_bn(c2, c2), conv_bn(c2, c2))),
-            conv_bn(c2, c3), nn.MaxPool2d(2),
-            conv_bn(c3, c4), nn.MaxPool2d(2), Residual(nn.Sequential(conv_bn(c4, c4), conv_bn(c4, c4))),
+            cb(3, c1),
+            cb(c1, c2), nn.MaxPool2d(2), Residual(nn.Sequential(cb(c2, c2), cb(c2, c2))),
+            cb(c2, c3), nn.MaxPool2d(2),
+            cb(c3, c4), nn.MaxPool2d(2), Residual(nn.Sequential(cb(c4, c4), cb(c4, c4))),
             nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.fc = nn.Linear(c4, num_classes)
         self.scale = 0.125
@@ -76,14 +86,14 @@ class AirNet(nn.Module):
     other tricks (whitened, frozen stem; frozen BatchNorm scales; look-ahead; test-time flips) are left
     out, so every parameter trains under the rule being compared."""
 
-    def __init__(self, num_classes=10, width=1.0, image_size=32):
+    def __init__(self, num_classes=10, width=1.0, image_size=32, norm="batch"):
         super().__init__()
         c0, c1, c2, c3 = _c(24, width), _c(64, width), _c(256, width), _c(256, width)
 
         def group(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding="same", bias=False), nn.MaxPool2d(2),
-                                 nn.BatchNorm2d(cout), nn.GELU(),
-                                 nn.Conv2d(cout, cout, 3, padding="same", bias=False), nn.BatchNorm2d(cout),
+                                 _norm(cout, norm), nn.GELU(),
+                                 nn.Conv2d(cout, cout, 3, padding="same", bias=False), _norm(cout, norm),
                                  nn.GELU())
 
         self.features = nn.Sequential(nn.Conv2d(3, c0, 2, bias=True), nn.GELU(), group(c0, c1), group(c1, c2),
@@ -97,11 +107,11 @@ class AirNet(nn.Module):
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin, planes, stride):
+    def __init__(self, cin, planes, stride, norm="batch"):
         super().__init__()
-        self.body = nn.Sequential(conv_bn(cin, planes, stride),
-                                  nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes))
-        self.short = _shortcut(cin, planes * self.expansion, stride)
+        self.body = nn.Sequential(conv_bn(cin, planes, stride, norm=norm),
+                                  nn.Conv2d(planes, planes, 3, 1, 1, bias=False), _norm(planes, norm))
+        self.short = _shortcut(cin, planes * self.expansion, stride, norm)
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.short(x))
@@ -110,21 +120,21 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, planes, stride):
+    def __init__(self, cin, planes, stride, norm="batch"):
         super().__init__()
         out = planes * self.expansion
-        self.body = nn.Sequential(conv_bn(cin, planes, 1, 1), conv_bn(planes, planes, stride),
-                                  nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out))
-        self.short = _shortcut(cin, out, stride)
+        self.body = nn.Sequential(conv_bn(cin, planes, 1, 1, norm), conv_bn(planes, planes, stride, norm=norm),
+                                  nn.Conv2d(planes, out, 1, bias=False), _norm(out, norm))
+        self.short = _shortcut(cin, out, stride, norm)
 
     def forward(self, x):
         return torch.relu(self.body(x) + self.short(x))
 
 
-def _shortcut(cin, cout, stride):
+def _shortcut(cin, cout, stride, norm="batch"):
     if stride == 1 and cin == cout:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(cout, norm))
 
 
 _RESNETS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -135,17 +145,17 @@ class ResNet(nn.Module):
     """He et al. (2016) ResNet in its CIFAR form: 3x3 stride-1 stem, no max-pool (32x32 input);
     at 64x64 input (Tiny ImageNet) a 3x3 stride-2 max-pool follows the stem."""
 
-    def __init__(self, block, layers, num_classes=10, width=1.0, image_size=32):
+    def __init__(self, block, layers, num_classes=10, width=1.0, image_size=32, norm="batch"):
         super().__init__()
         c = _c(64, width)
-        stem = [conv_bn(3, c)]
+        stem = [conv_bn(3, c, norm=norm)]
         if image_size >= 64:
             stem.append(nn.MaxPool2d(3, 2, 1))
         stages, cin = [], c
         for i, n in enumerate(layers):
             planes = _c(64 * 2 ** i, width)
             for j in range(n):
-                stages.append(block(cin, planes, 2 if (i > 0 and j == 0) else 1))
+                stages.append(block(cin, planes, 2 if (i > 0 and j == 0) else 1, norm))
                 cin = planes * block.expansion
         self.features = nn.Sequential(*stem, *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(cin, num_classes)
@@ -160,14 +170,14 @@ class VGG16(nn.Module):
 
     cfg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
-    def __init__(self, num_classes=10, width=1.0, image_size=32):
+    def __init__(self, num_classes=10, width=1.0, image_size=32, norm="batch"):
         super().__init__()
         layers, cin = [], 3
         for v in self.cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers.append(conv_bn(cin, _c(v, width)))
+                layers.append(conv_bn(cin, _c(v, width), norm=norm))
                 cin = _c(v, width)
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(cin, num_classes)
@@ -208,21 +218,24 @@ def init_weights(model: nn.Module, init: str = "default", init_scale: float = 1.
 
 
 def build(arch: str, num_classes: int = 10, width: float = 1.0, image_size: int = 32,
-          init: str = "default", init_scale: float = 1.0) -> nn.Module:
-    """Model ``arch`` (one of :data:`ARCHS`), initialised by :func:`init_weights`."""
+          init: str = "default", init_scale: float = 1.0, norm: str = "batch") -> nn.Module:
+    """Model ``arch`` (one of :data:`ARCHS`), initialised by :func:`init_weights`; ``norm="none"``
+    leaves every BatchNorm out (the same convolutions, so weight scale is no longer normalised away)."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not (isinstance(width, (int, float)) and width > 0):
         raise ValueError(f"width must be a positive number, got {width!r}")
     if arch == "resnet9":
-        model = ResNet9(num_classes, width, image_size)
+        model = ResNet9(num_classes, width, image_size, norm)
     elif arch == "airnet":
-        model = AirNet(num_classes, width, image_size)
+        model = AirNet(num_classes, width, image_size, norm)
     elif arch == "vgg16":
-        model = VGG16(num_classes, width, image_size)
+        model = VGG16(num_classes, width, image_size, norm)
     else:
         block, layers = _RESNETS[arch]
-        model = ResNet(block, layers, num_classes, width, image_size)
+        model = ResNet(block, layers, num_classes, width, image_size, norm)
     return init_weights(model, init, init_scale)

@@ -163,7 +163,8 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
     data = tuple(t.to(device) for t in (ds.train_x, ds.train_y, ds.test_x, ds.test_y, mean, std))
     val = (ds.val_x.to(device), ds.val_y.to(device)) if cfg.validation else None
     torch.manual_seed(cfg.seed)
-    model = models.build(cfg.arch, ds.num_classes, cfg.width, ds.image_size, cfg.init, cfg.init_scale).to(device)
+    model = models.build(cfg.arch, ds.num_classes, cfg.width, ds.image_size, cfg.init, cfg.init_scale,
+                         cfg.norm).to(device)
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -387,7 +388,8 @@ def _progress(cfg, total, desc):
 _HELP = dict(
     dataset="data set: " + ", ".join(gdata.NAMES), arch="model: " + ", ".join(models.ARCHS),
     width="channel multiplier of every layer", init="weight init: " + ", ".join(models.INITS),
-    init_scale="factor for --init scaled", optimizer="base optimizer (direction)", rule="update rule",
+    init_scale="factor for --init scaled", norm="batch: BatchNorm after each convolution; none: left out",
+    optimizer="base optimizer (direction)", rule="update rule",
     lr="eta (additive, hybrid) or eta_out (multiplicative, power, proportional)",
     lr_in="eta_in: the scale of u in the multiplicative, hybrid, power and proportional rules",
     lr_out="the hybrid's eta_out (none: lr)", gamma="the hybrid's weight of the multiplicative term",
