@@ -168,3 +168,19 @@ def test_verdicts_need_the_corrected_test():
     assert v.loc["hybrid", "verdict"] == "better" and v.loc["proportional", "verdict"] == "worse"
     assert v.loc["multiplicative", "verdict"] == "tie"
     assert (v.p_holm >= v.p).all()
+
+
+@pytest.mark.parametrize("name", list(L.RELATIVES))
+def test_a_relative_gives_every_start_its_own_tensor_and_follows_its_solo_trajectory(name):
+    m = L.relatives([name])[0]
+    fam = F.instances(F.BEALE, 3, seed=2)
+    index = torch.tensor([0, 1, 2], dtype=torch.int64)
+    starts, configs = fam.starts(index, seed=1), [{"lr": 0.01}, {"lr": 0.1}]
+    batch = L.run(fam, index, m, configs, starts, 12)
+    for k, c in enumerate(configs):
+        for i in range(3):
+            solo = L.run(fam, index[i:i + 1], m, [c], starts[i:i + 1], 12)
+            assert torch.allclose(batch[:, k, i], solo[:, 0, 0], rtol=1e-13, atol=1e-15, equal_nan=True)
+    assert len(m.grid()) == 24 and m.per_start
+    with pytest.raises(ValueError, match=f"{name} updates with its own rule"):
+        L.Method(name, "multiplicative")

@@ -31,7 +31,8 @@ import torch
 from gofau.lab import analysis
 from gofau.lab.functions import Function2D, Instances, instances
 from gofau.optimizer import GOFAU
-from gofau.rules import RULES
+from gofau.relatives import RELATIVE_RULES
+from gofau.relatives import RELATIVES as RELATIVE_CLASSES
 
 BASES = {
     "SGD": ("sgd", {}),
@@ -44,6 +45,11 @@ BASES = {
 
 COMPARED_RULES = ("additive", "multiplicative", "hybrid", "proportional")
 """The rules the protocol compares, the additive one first (the reference)."""
+
+RELATIVES = {"Madam": "madam", "Fromage": "fromage", "LARS": "lars", "LAMB": "lamb"}
+"""GOFAU's relatives by display name (``gofau.relatives``), each with its own rule, weight decay off.
+Their steps depend on whole tensors (norms, a bound from the initial RMS), so every start of a
+relative is a tensor of its own."""
 
 
 def ladder(first: int, n: int) -> list[float]:
@@ -64,26 +70,40 @@ FIXED = ("lr_in",)
 
 @dataclass(frozen=True)
 class Method:
-    """A base optimizer from ``BASES`` with an update rule (the hybrid at gamma 0.5)."""
+    """A base optimizer from ``BASES`` with an update rule (the hybrid at gamma 0.5), or a relative
+    from ``RELATIVES`` with its own rule (tuned on the additive rule's ladder of learning rates)."""
 
     base: str
     rule: str
 
     def __post_init__(self):
-        if self.base not in BASES:
-            raise ValueError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
-        if self.rule not in AXES:
+        if self.base in RELATIVES:
+            own = RELATIVE_RULES[RELATIVES[self.base]]
+            if self.rule != own:
+                raise ValueError(f"{self.base} updates with its own rule: rule must be {own!r}, got {self.rule!r}")
+        elif self.base not in BASES:
+            raise ValueError(f"base must be one of {', '.join([*BASES, *RELATIVES])}, got {self.base!r}")
+        elif self.rule not in AXES:
             raise ValueError(f"rule must be one of {', '.join(AXES)}, got {self.rule!r}")
 
-    def optimizer(self, params: list[torch.Tensor], configs: list[dict]) -> GOFAU:
-        """One GOFAU optimizer with ``params[k]`` in a group with the step sizes of ``configs[k]``."""
+    @property
+    def per_start(self) -> bool:
+        """Whether each start needs a tensor of its own (a relative's steps depend on whole tensors)."""
+        return self.base in RELATIVES
+
+    def optimizer(self, params: list, configs: list[dict]) -> torch.optim.Optimizer:
+        """One optimizer with ``params[k]`` (a tensor, or a list of them) in a group with the step sizes
+        of ``configs[k]``."""
+        groups = [{"params": p if isinstance(p, list) else [p], **c} for p, c in zip(params, configs)]
+        if self.per_start:
+            name = RELATIVES[self.base]
+            return RELATIVE_CLASSES[name](groups, **({} if name in ("madam", "fromage") else {"weight_decay": 0.0}))
         direction, hyper = BASES[self.base]
-        groups = [{"params": [p], **c} for p, c in zip(params, configs)]
         return GOFAU(groups, direction=direction, rule=self.rule, lr=configs[0]["lr"], **hyper)
 
     def grid(self) -> list[dict]:
         """The starting configurations: the product of the rule's axes."""
-        axes = AXES[self.rule]
+        axes = AXES["additive" if self.per_start else self.rule]
         return [dict(zip(axes, values)) for values in _product(list(axes.values()))]
 
 
@@ -99,6 +119,11 @@ def methods(bases=tuple(BASES), rules=COMPARED_RULES) -> list[Method]:
     return [Method(b, r) for b in bases for r in rules]
 
 
+def relatives(names=tuple(RELATIVES)) -> list[Method]:
+    """The relatives, each with its own rule."""
+    return [Method(n, RELATIVE_RULES[RELATIVES[n]]) for n in names]
+
+
 def run(family: Instances, index: torch.Tensor, method: Method, configs: list[dict], starts: torch.Tensor,
         steps: int, keep_positions: bool = False):
     """Optimises instance ``index[i]`` from ``starts[i]`` (n, 2), for every configuration at once.
@@ -107,12 +132,15 @@ def run(family: Instances, index: torch.Tensor, method: Method, configs: list[di
         raise ValueError(f"starts must have shape ({len(index)}, 2), got {tuple(starts.shape)}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    params = [torch.nn.Parameter(starts.detach().clone()) for _ in configs]
+    if method.per_start:
+        params = [[torch.nn.Parameter(s.detach().clone()) for s in starts] for _ in configs]
+    else:
+        params = [torch.nn.Parameter(starts.detach().clone()) for _ in configs]
     opt = method.optimizer(params, configs)
     losses = torch.empty(steps + 1, len(configs), len(index), dtype=starts.dtype)
     positions = torch.empty(steps + 1, len(configs), *starts.shape, dtype=starts.dtype) if keep_positions else None
     for t in range(steps + 1):
-        x = torch.stack(params)
+        x = torch.stack([torch.stack(p) for p in params] if method.per_start else params)
         loss = family(x, index)
         losses[t] = loss.detach()
         if keep_positions:
