@@ -1,7 +1,7 @@
 """Time one optimizer step over a ResNet-18-sized parameter list (11.2M parameters in 62 tensors).
 
-Each gofau optimizer is timed against its torch.optim base (foreach) in the same process, on
-parameters and gradients drawn alike. Within a family the optimizers step in turn, round after
+Each gofau optimizer is timed against its torch.optim base (foreach) and the fastest torch peer
+(fused) in the same process, on parameters and gradients drawn alike. Within a family the optimizers step in turn, round after
 round, so that load from other processes falls on all of them alike; the table gives the median
 over --steps rounds after --warmup rounds (compilation of the fused step included in warm-up),
 and the ratio to the base's median. Run by hand, not in CI:
@@ -23,6 +23,7 @@ from gofau.lab.provenance import device_name
 FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) first
     "SGD": [
         ("torch SGD(momentum=0.9, foreach)", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True)),
+        ("torch SGD(momentum=0.9, fused)", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, fused=True)),
         ("gofau SGD(momentum=0.9)", lambda p: gofau.SGD(p, lr=0.01, momentum=0.9)),
         ("gofau MSGD(momentum=0.9)", lambda p: gofau.MSGD(p, lr=0.01, momentum=0.9)),
         ("gofau HSGD(momentum=0.9)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9)),
@@ -130,12 +131,14 @@ def main():
     kernels = time_kernels(n)
     for label, ms in kernels.items():
         print(f"| {label} | {ms:.1f} | {ms / kernels['torch.add']:.2f} |", flush=True)
-    print("\n| optimizer | ms / step | ratio to torch base (foreach) |\n|---|---:|---:|")
+    print("\n| optimizer | ms / step | ratio to torch base (foreach) | ratio to fastest torch peer |\n"
+          "|---|---:|---:|---:|")
     for family in args.families.split(","):
         cases = FAMILIES[family]
         medians = time_family(cases, shapes, device, args.warmup, args.steps)
+        fastest = min(ms for (label, _), ms in zip(cases, medians) if label.startswith("torch"))
         for (label, _), ms in zip(cases, medians):
-            print(f"| {label} | {ms:.1f} | {ms / medians[0]:.2f} |", flush=True)
+            print(f"| {label} | {ms:.1f} | {ms / medians[0]:.2f} | {ms / fastest:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
