@@ -1,10 +1,10 @@
 """Time one optimizer step over a ResNet-18-sized parameter list (11.2M parameters in 62 tensors).
 
 Each gofau optimizer is timed against its torch.optim base (foreach) and the fastest torch peer
-(fused) in the same process, on parameters and gradients drawn alike. Within a family the optimizers step in turn, round after
-round, so that load from other processes falls on all of them alike; the table gives the median
-over --steps rounds after --warmup rounds (compilation of the fused step included in warm-up),
-and the ratio to the base's median. Run by hand, not in CI:
+(fused) in the same process, on parameters and gradients drawn alike. Within a family the
+optimizers step in turn, round after round, so that load from other processes falls on all of
+them alike; the table gives the median over --steps rounds after --warmup rounds (compilation of
+the fused step included in warm-up), and the ratios to those two peers' medians. Run by hand, not in CI:
 
     python bench/step.py --threads 2 --steps 30
 """
