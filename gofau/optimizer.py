@@ -122,8 +122,8 @@ class GOFAU(Optimizer):
             adagrad: lr_decay=0, eps=1e-10, initial_accumulator_value=0; rmsprop: alpha=0.99, eps=1e-8,
             momentum=0, centered=False.
 
-    Parameters that are exactly zero never move under the multiplicative, power and proportional rules
-    (their step is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
+    Parameters that are exactly zero never move under the multiplicative, power, proportional and
+    exponentiated rules (their step is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
     ``register_direction_hook`` observes each step's direction u (for diagnostics such as tanh saturation).
     """
 

@@ -25,7 +25,7 @@ from torch.optim import Optimizer
 
 from .directions import DIRECTIONS, _each, check
 from .optimizer import add_checked_group, buckets
-from .rules import RULES, trust_ratios
+from .rules import RULES
 
 _GROUP_KEYS = {"params", "initial_lr", "param_names"}  # besides the defaults: torch.optim's and schedulers'
 
@@ -53,6 +53,12 @@ class NormalisedGradient:
         return u, 1.0
 
 
+def _positive(group, name, alternative=""):
+    value = group[name]
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ValueError(f"Invalid {name}: {value!r}; expected {alternative}a number in (0, inf)")
+
+
 class _Relative(Optimizer):
     """The shared step: bad input refused first, tensors bucketed by (device, dtype), a step count
     per tensor, ``_init(p, group)`` for new state and ``_update(group, params, grads, states, steps)``."""
@@ -67,13 +73,17 @@ class _Relative(Optimizer):
         add_checked_group(self, param_group, _GROUP_KEYS, self._check)
 
     def load_state_dict(self, state_dict):
-        """As torch.optim, after checking every saved group's hyperparameters."""
-        for group in state_dict.get("param_groups", []) if isinstance(state_dict, dict) else []:
-            self._check({**self.defaults, **group})
+        """As torch.optim, after checking that every saved group has this optimizer's hyperparameters
+        (a state dict of another optimizer is refused) within their ranges."""
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups', as state_dict() returns")
+        for i, group in enumerate(state_dict["param_groups"]):
+            keys = set(group) - _GROUP_KEYS
+            if keys != set(self.defaults):
+                raise ValueError(f"param group {i} of state_dict has hyperparameters {sorted(keys)}, "
+                                 f"{type(self).__name__} {sorted(self.defaults)}: it was saved by another optimizer")
+            self._check(group)
         super().load_state_dict(state_dict)
-
-    def _check(self, group):
-        check(group, "lr", 0.0)
 
     def _init(self, p, group):
         return {}
@@ -110,9 +120,7 @@ class Madam(_Relative):
     def _check(self, group):
         check(group, "lr", 0.0)
         for name in ("p_scale", "g_bound"):
-            check(group, name, 0.0)
-            if group[name] == 0:
-                raise ValueError(f"Invalid {name}: 0; expected a number in (0, inf)")
+            _positive(group, name)
 
     def _init(self, p, group):
         return {"max": group["p_scale"] * p.detach().pow(2).mean().sqrt(),
@@ -136,9 +144,7 @@ class Fromage(_Relative):
     def _check(self, group):
         check(group, "lr", 0.0)
         if group["p_bound"] is not None:
-            check(group, "p_bound", 0.0)
-            if group["p_bound"] == 0:
-                raise ValueError("Invalid p_bound: 0; expected None or a number in (0, inf)")
+            _positive(group, "p_bound", "None or ")
 
     def _init(self, p, group):
         return {} if group["p_bound"] is None else {"max": group["p_bound"] * p.detach().norm()}

@@ -74,7 +74,7 @@ def test_a_killed_job_is_recorded_as_failed_with_its_log_and_a_rerun_resumes_it(
     killer.join()
     assert [r["status"] for r in rows] == ["failed"]
     failed = records.read(records.record_path(out, rows[0]["id"]))
-    assert "ended without a result" in failed["error"] and Path(failed["log"]).is_file()
+    assert "ended without a result" in failed["error"] and (out / failed["log"]).is_file()  # relative to out
     rows = grid.run_grid(path, out, jobs=grid.Jobs("local", jobs=1))
     done = records.read(records.record_path(out, rows[0]["id"]))
     assert rows[0]["status"] == "finished" and done["resumed_at_epochs"] == [1] and len(done["epochs"]) == 2
@@ -93,14 +93,39 @@ def test_two_grid_invocations_on_one_folder_write_each_record_once(tmp_path):
     assert not list((out / ".claims").iterdir())
 
 
-def test_a_claim_from_another_host_is_taken_over_once_its_heartbeat_stops(tmp_path):
+def test_a_claim_is_held_while_its_heartbeat_beats_and_taken_over_once_it_stops(tmp_path):
     path = grid._claim_path(tmp_path, "abc")
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(dict(host="elsewhere", pid=1, job="42", time=time.time())))
-    assert not grid.claim(tmp_path, "abc")  # beating (just written): held
+    path.write_text(json.dumps(dict(token="theirs", host="elsewhere", pid=1, job="42", time=time.time(),
+                                    heartbeat_s=grid.HEARTBEAT_S)))
     old = time.time() - grid.STALE_CLAIM_S - 1
     os.utime(path, (old, old))
-    assert grid.claim(tmp_path, "abc")  # silent for longer than STALE_CLAIM_S: its job is gone
+    stop = threading.Event()
+    beat = threading.Thread(target=grid._heartbeat, args=(path, stop, 0.05))
+    beat.start()
+    time.sleep(0.3)
+    assert time.time() - path.stat().st_mtime < 1  # the beat touched it
+    assert grid.claim(tmp_path, "abc") is None  # beating: held
+    stop.set()
+    beat.join()
+    os.utime(path, (old, old))
+    token = grid.claim(tmp_path, "abc")  # silent for longer than STALE_CLAIM_S: its job is gone
+    assert token and json.loads(path.read_text())["token"] == token
+    grid.release(tmp_path, "abc", "theirs")  # a worker whose claim was taken over removes nothing
+    assert path.exists()
+    grid.release(tmp_path, "abc", token)
+    assert not path.exists()
+
+
+def test_grids_for_other_machines_are_checked_without_their_devices(tmp_path):
+    rows = grid.run_grid(Path(__file__).resolve().parents[1] / "grids" / "lm_gpu.yaml", tmp_path, dry_run=True)
+    assert len(rows) == 14 and {r["status"] for r in rows} == {"planned"}  # cuda, on a machine without one
+    spec = dict(base={**BASE, "device": "auto"}, axes=dict(lr=[0.1]))
+    with pytest.raises(ValueError, match="device 'auto' resolves on the machine that runs each job"):
+        grid.run_grid(write(tmp_path, spec), tmp_path / "r", jobs=grid.Jobs("local"))
+    lm_spec = dict(base=dict(dataset="tinyshakespeare", width=0.5), axes=dict(lr=[0.1]))
+    with pytest.raises(ValueError, match="width do not apply to a language-model run"):
+        grid.run_grid(write(tmp_path, lm_spec, "lm.yaml"), tmp_path / "r", dry_run=True)
 
 
 def test_slurm_jobs_carry_the_partition_gpus_cpus_time_and_array_parallelism(tmp_path, monkeypatch):

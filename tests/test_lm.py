@@ -81,6 +81,7 @@ def test_the_optimizers_get_their_groups_and_settings():
     (dict(evals=50, iters=10), r"evals must be at most iters \(10\), got 50"),
     (dict(n_embd=0), "n_embd must be an integer >= 1"),
     (dict(beta2=1.0), r"beta2 must be a number in \[0, 0.999999\]"),
+    (dict(n_embd=30, n_head=4), "n_embd must be a multiple of n_head"),
     (dict(iters=2.5), "iters must be int"),
     (dict(optimizer="lamb", rule="trust", bias_rule="additive"), "bias_rule needs a GOFAU optimizer"),
 ])
@@ -102,3 +103,31 @@ def test_a_language_model_grid_tunes_on_validation_loss(tmp_path):
         tuning = {r["config"]["lr"]: r for r in runs.values() if r["config"]["rule"] == rule and r["seed"] == 0}
         best = min(tuning, key=lambda lr: tuning[lr]["epochs"][-1]["val_loss"])
         assert [r["config"]["lr"] for r in runs.values() if r["config"]["rule"] == rule and r["seed"] == 1] == [best]
+
+
+@needs_text
+def test_a_diverging_run_is_finished_marked_diverged_and_leaves_no_checkpoint(tmp_path):
+    r = lm.train(tiny(tmp_path, optimizer="sgd", lr=1e6))
+    assert r["status"] == "finished" and r["diverged"] and "sample" not in r
+    assert not list((tmp_path / "ckpt").glob("*.pt"))
+    assert grid.score(r) == float("-inf")
+
+
+@needs_text
+def test_with_dropout_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):
+    whole = lm.train(tiny(tmp_path / "a", dropout=0.2))
+
+    def stop(chunk, record):
+        if chunk == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lm.train(tiny(tmp_path / "b", dropout=0.2), on_epoch_end=stop)
+    resumed = lm.train(tiny(tmp_path / "b", dropout=0.2))
+    assert [e["val_loss"] for e in whole["epochs"]] == [e["val_loss"] for e in resumed["epochs"]]
+
+
+def test_a_gpu_run_is_named_alike_on_a_machine_without_one():
+    cfg = lm.LMConfig(device="cuda")
+    cfg.validate(here=False)  # a job elsewhere may have the device
+    assert cfg.identity()["device"] == "cuda"

@@ -207,3 +207,28 @@ def test_the_framework_rules_are_the_relatives_updates():
     gofau.GOFAU([p], "adam", "trust", lr=lr).step()
     u = 0.1 * g / (g.abs() + 1e-8)
     torch.testing.assert_close(p.detach(), theta - lr * theta.norm() / u.norm() * u, rtol=1e-14, atol=0)
+
+
+def test_a_state_dict_of_another_optimizer_is_refused():
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError, match="it was saved by another optimizer"):
+        gofau.Madam(p).load_state_dict(gofau.LAMB(p).state_dict())
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_one_group_with_two_dtypes_steps_each_as_alone(name):
+    make = MAKERS[name]
+    a32 = torch.tensor(THETAS[0], dtype=torch.float32, requires_grad=True)
+    b64 = torch.tensor(THETAS[1], dtype=torch.float64, requires_grad=True)
+    mixed = make([a32, b64])
+    alone = [torch.tensor(THETAS[0], dtype=torch.float32, requires_grad=True),
+             torch.tensor(THETAS[1], dtype=torch.float64, requires_grad=True)]
+    solo = [make([alone[0]]), make([alone[1]])]
+    for grads in GRADS:
+        for p, q, g in zip((a32, b64), alone, grads[:2]):
+            p.grad = torch.tensor(g, dtype=p.dtype)
+            q.grad = torch.tensor(g, dtype=q.dtype)
+        mixed.step()
+        for o in solo:
+            o.step()
+    assert torch.equal(a32.detach(), alone[0].detach()) and torch.equal(b64.detach(), alone[1].detach())

@@ -44,19 +44,19 @@ def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tu
     """Run id -> (stage, picked) for every configuration of ``grid_file``: stage "grid" (the product
     stage) or "tune" (the runs its picks imply, given the records in ``out``), and whether the run
     is at a picked setting (:func:`gofau.lab.grid.picks`, the grid runner's own pick)."""
-    from gofau.lab.config import TrainConfig, identity, run_id
-    from gofau.lab.grid import picks, read_grid, tuned, tuning_configs
+    from gofau.lab.config import identity, run_id
+    from gofau.lab.grid import make, picks, read_grid, tuned, tuning_configs
 
     spec = read_grid(grid_file)
     configs = tuning_configs(spec, out)
     chosen = picks(spec, configs, out)
-    unseeded = [{k: v for k, v in identity(TrainConfig(**c)).items() if k != "seed"} for c in chosen]
+    unseeded = [{k: v for k, v in identity(make(c)).items() if k != "seed"} for c in chosen]
     ids = {}
     for c in configs:
-        ident = identity(TrainConfig(**c))
-        ids[run_id(TrainConfig(**c))] = ("grid", {k: v for k, v in ident.items() if k != "seed"} in unseeded)
+        ident = identity(make(c))
+        ids[run_id(make(c))] = ("grid", {k: v for k, v in ident.items() if k != "seed"} in unseeded)
     for c in tuned(spec, configs, out):
-        ids.setdefault(run_id(TrainConfig(**c)), ("tune", True))
+        ids.setdefault(run_id(make(c)), ("tune", True))
     return ids
 
 

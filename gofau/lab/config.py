@@ -118,10 +118,11 @@ def _type_ok(value, annotation: str) -> bool:
     return any(isinstance(value, (int, float) if k == "float" else _KINDS[k]) for k in kinds if k in _KINDS)
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Raise ValueError/TypeError naming the setting and its accepted range (before any data or training)."""
+def validate(cfg: TrainConfig, here: bool = True) -> None:
+    """Raise ValueError/TypeError naming the setting and its accepted range (before any data or training);
+    with ``here``, also when the device does not exist on this machine (a job elsewhere may have it)."""
     if not isinstance(cfg, TrainConfig):
-        return cfg.validate()
+        return cfg.validate(here)
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if not _type_ok(value, str(f.type)):
@@ -163,7 +164,7 @@ def validate(cfg: TrainConfig) -> None:
         v = getattr(cfg, name)
         if not (math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    resolve_device(cfg.device)
+    (resolve_device if here else parse_device)(cfg.device)
 
 
 def identity(cfg: TrainConfig) -> dict:

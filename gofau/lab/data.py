@@ -360,7 +360,7 @@ def _text(name: str, folder: Path, download: bool):
         raw = path.read_bytes()
         try:
             return dict(text=raw.decode("utf-8"), identity=dict(name=meta["title"], source=meta["source"],
-                                                                copy="/".join(path.parts[-3:])))
+                                                                copy=path.name))
         except UnicodeDecodeError as e:
             raise ValueError(f"{path} is not UTF-8 text ({e}); copy it again") from None
     return [path], read

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,7 +53,13 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig) + dataclasses.fields(l
 
 def make(c: dict) -> TrainConfig | lm.LMConfig:
     """The run a configuration describes: a language-model run for a text data set, else an image run."""
-    return lm.LMConfig(**c) if c.get("dataset") in lm.text.NAMES else TrainConfig(**c)
+    kind = lm.LMConfig if c.get("dataset") in lm.text.NAMES else TrainConfig
+    unknown = sorted(set(c) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        what = "a language-model run (text data set)" if kind is lm.LMConfig else "an image run"
+        raise ValueError(f"setting(s) {', '.join(unknown)} do not apply to {what}; accepted: "
+                         f"{', '.join(f.name for f in dataclasses.fields(kind))}")
+    return kind(**c)
 
 
 TOP_LEVEL = ("description", "base", "axes", "grids", "tune")
@@ -233,7 +240,7 @@ def extensions(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
             for c in values[best]:  # the pick, one step further out along this axis, on each of its seeds
                 c2 = {**c, name: step}
                 try:
-                    validate(make(c2))
+                    validate(make(c2), here=False)
                 except (TypeError, ValueError):
                     continue  # beyond the setting's range (gamma > 1, say): the edge is the range's own
                 if run_id(make(c2)) not in known:
@@ -279,9 +286,10 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
     rid = run_id(cfg)
     if not force and gresults.finished(out, rid):
         return "skipped", gresults.read(gresults.record_path(out, rid))
-    if not claim(out, rid):
+    token = claim(out, rid)
+    if token is None:
         return "claimed", None
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = _now()
     beating = threading.Event()
     heart = threading.Thread(target=_heartbeat, args=(_claim_path(out, rid), beating), daemon=True)
     heart.start()
@@ -298,7 +306,11 @@ def run_one(config: dict, out: str | Path, force: bool = False) -> tuple[str, di
     finally:
         beating.set()
         heart.join()
-        _claim_path(out, rid).unlink(missing_ok=True)
+        release(out, rid, token)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _record_failure(cfg: TrainConfig | lm.LMConfig, out, started: str, error: str, **details) -> dict:
@@ -313,50 +325,80 @@ def _record_failure(cfg: TrainConfig | lm.LMConfig, out, started: str, error: st
 
 
 HEARTBEAT_S = 60  # a worker touches its claim this often
-STALE_CLAIM_S = 600  # a claim from another host not touched for this long is taken over
+STALE_CLAIM_S = 600  # a claim not touched for this long is taken over
 
 
 def _claim_path(out, rid: str) -> Path:
     return Path(out) / ".claims" / f"{rid}.claim"
 
 
-def claim(out: str | Path, rid: str) -> bool:
-    """Claims run ``rid`` for this process: True when it may run it. A claim is a file created
-    atomically (O_EXCL) in ``<out>/.claims``, holding the host, process id, Slurm job and time, and
-    touched every HEARTBEAT_S while its run trains. A claim is taken over, by an atomic rename so
-    that of two workers only one takes it, when its process is gone (same host) or, from another
-    host, when it has not been touched for STALE_CLAIM_S."""
+def claim(out: str | Path, rid: str) -> str | None:
+    """Claims run ``rid`` for this process: a token when it may run it (pass it to :func:`release`),
+    else None. A claim is a file created atomically (O_EXCL) in ``<out>/.claims``, holding a unique
+    token, the host, process id, Slurm job and time, and touched every HEARTBEAT_S while its run
+    trains (:func:`_heartbeat`). It is taken over when its process is gone (same host) or it has not
+    been touched for STALE_CLAIM_S: by an atomic rename, checked against the token read before, so
+    that of two workers only one takes it and a fresh claim is never taken by mistake."""
     path = _claim_path(out, rid)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            if not _stale(path):
-                if path.exists():
-                    return False
+            held = _held(path)
+            if held is None:
                 continue  # released meanwhile: try again
+            if not _stale(*held):
+                return None
+            aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex}")
             try:
-                os.rename(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
+                os.rename(path, aside)
             except FileNotFoundError:
-                return False  # another worker took it over first
-            path.with_name(f"{path.name}.stale-{os.getpid()}").unlink()
+                continue
+            moved = _held(aside)
+            if moved is None or moved[0].get("token") != held[0].get("token"):  # a fresh claim: put it back
+                try:
+                    os.link(aside, path)
+                except FileExistsError:
+                    pass
+                aside.unlink(missing_ok=True)
+                return None
+            aside.unlink()
             continue
+        token = uuid.uuid4().hex
         with os.fdopen(fd, "w") as f:
-            json.dump(dict(host=socket.gethostname(), pid=os.getpid(), job=os.environ.get("SLURM_JOB_ID"),
-                           time=time.time()), f)
-        return True
-    return False
+            json.dump(dict(token=token, host=socket.gethostname(), pid=os.getpid(), job=os.environ.get("SLURM_JOB_ID"),
+                           time=time.time(), heartbeat_s=HEARTBEAT_S), f)
+        return token
+    return None
 
 
-def _stale(path: Path) -> bool:
+def release(out: str | Path, rid: str, token: str) -> None:
+    """Removes run ``rid``'s claim if it is still the one ``token`` names (not a successor's)."""
+    path = _claim_path(out, rid)
+    held = _held(path)
+    if held is not None and held[0].get("token") == token:
+        path.unlink(missing_ok=True)
+
+
+def _held(path: Path) -> tuple[dict, float] | None:
+    """A claim's contents and seconds since it was last touched; None when it is gone. A claim still
+    being written or unreadable reads as {}."""
     try:
         idle = time.time() - path.stat().st_mtime
-        held = json.loads(path.read_text())
     except FileNotFoundError:
-        return False  # released meanwhile
+        return None
+    try:
+        return json.loads(path.read_text()), idle
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError):
-        return idle > 60  # a claim still being written, or unreadable
+        return {}, idle
+
+
+def _stale(held: dict, idle: float) -> bool:
+    if not held:
+        return idle > 60  # never finished writing
     if held.get("host") == socket.gethostname():
         try:
             os.kill(held["pid"], 0)
@@ -364,16 +406,20 @@ def _stale(path: Path) -> bool:
             return True  # its process has ended: killed, or crashed
         except PermissionError:
             pass
-        return False
-    return idle > STALE_CLAIM_S  # another host's worker stopped beating: its job was killed
+    if "heartbeat_s" in held:
+        return idle > STALE_CLAIM_S  # its worker stopped beating: killed, suspended, or its pid reused
+    return held.get("host") != socket.gethostname() and idle > 24 * 3600  # a claim from before heartbeats
 
 
-def _heartbeat(path: Path, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_S):
+def _heartbeat(path: Path, stop: threading.Event, every: float = HEARTBEAT_S) -> None:
+    """Touches the claim at ``path`` every ``every`` seconds until ``stop`` is set or the claim is gone."""
+    while not stop.wait(every):
         try:
             os.utime(path)
         except FileNotFoundError:
             return
+        except OSError as e:  # a passing file-system error (NFS): try again at the next beat
+            print(f"could not touch claim {path}: {e}", file=sys.stderr)
 
 
 def _relative(text: str) -> str:
@@ -425,31 +471,36 @@ def _executor(jobs: Jobs, out: Path):
 def run_jobs(executor, configs: list[dict], out: Path, force: bool, limit: int):
     """Runs ``configs`` as submitit jobs of :func:`run_one`, at most ``limit`` at once (on Slurm, one
     job array throttled by its array parallelism); yields ``(config, status, record)`` as each ends.
-    A job that ends without a result is recorded as failed, with its log. Interrupting cancels the
-    jobs still running."""
+    A job that ends without a result is recorded as failed, with the reason submitit gives and its
+    log (relative to ``out`` when inside it). Interrupting cancels the jobs still running."""
     queue, running = list(configs), []
     if executor.cluster == "slurm":
-        running = list(zip(executor.map_array(run_one, queue, [out] * len(queue), [force] * len(queue)), queue))
+        now = _now()
+        running = [(job, c, now) for job, c in zip(
+            executor.map_array(run_one, queue, [out] * len(queue), [force] * len(queue)), queue)]
         queue = []
     try:
         while queue or running:
             while queue and len(running) < limit:
                 c = queue.pop(0)
-                running.append((executor.submit(run_one, c, out, force), c))
-            for job, c in [jc for jc in running if jc[0].done()]:
-                running.remove((job, c))
+                running.append((executor.submit(run_one, c, out, force), c, _now()))
+            for entry in [e for e in running if e[0].done()]:
+                running.remove(entry)
+                job, c, submitted = entry
                 try:
                     status, record = job.result()
                 except Exception as e:  # killed, timed out or out of memory: no result came back
                     status = "failed"
-                    record = _record_failure(make({**c, "out": str(out)}), out, "",
-                                             f"job {job.job_id} ended without a result: {type(e).__name__}",
-                                             log=str(job.paths.stderr))
-                    print(f"job {job.job_id} failed; its log: {job.paths.stderr}", file=sys.stderr)
+                    why = (str(e).strip().splitlines() or [""])[0][:300]
+                    log = Path(job.paths.stderr)
+                    record = _record_failure(make({**c, "out": str(out)}), out, submitted,
+                                             f"job {job.job_id} ended without a result: {type(e).__name__}: {why}",
+                                             log=str(log.relative_to(out) if log.is_relative_to(out) else log))
+                    print(f"job {job.job_id} failed; its log: {log}", file=sys.stderr)
                 yield c, status, record
             time.sleep(0.5 if running else 0)
     except BaseException:
-        for job, _ in running:
+        for job, _, _ in running:
             job.cancel(check=False)
         raise
 
@@ -472,8 +523,13 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
         spec["base"] = {**(spec.get("base") or {}), **overrides}
     configs = expand(spec)
     seeds = (spec.get("tune") or {}).get("seeds", [])
+    elsewhere = jobs.executor != "inline"  # jobs may run where the devices differ from this machine's
     for c in configs + [{**configs[0], "seed": s} for s in seeds]:  # the tune stage's settings too
-        validate(make(c))
+        cfg = make(c)
+        validate(cfg, here=not (elsewhere or dry_run))
+        if elsewhere and cfg.device == "auto":
+            raise ValueError("device 'auto' resolves on the machine that runs each job, so this machine would "
+                             "compute other run ids: set device to cpu or cuda in the grid file")
     rows = []
     out = Path(out).resolve() if jobs.executor != "inline" else out
     executor = _executor(jobs, out) if jobs.executor != "inline" and not dry_run else None

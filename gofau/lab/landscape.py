@@ -169,8 +169,7 @@ def steps_to_tolerance(gap: torch.Tensor, tol: float) -> torch.Tensor:
 def tuning_score(hit: torch.Tensor, final_gap: torch.Tensor, steps: int) -> tuple[float, float]:
     """A configuration's score on its tuning starts, lower is better: the mean steps to tolerance
     with misses counted as ``steps + 1``, then the median log10 final gap."""
-    censored = torch.where(torch.isfinite(hit), hit, torch.full_like(hit, steps + 1.0))
-    return float(censored.mean()), float(torch.log10(final_gap.clamp(min=1e-300)).median())
+    return float(censored_steps(hit, steps).mean()), float(torch.log10(final_gap.clamp(min=1e-300)).median())
 
 
 def extensions(pick: dict, configs: list[dict]) -> list[dict]:
@@ -188,6 +187,7 @@ def extensions(pick: dict, configs: list[dict]) -> list[dict]:
 
 
 def censored_steps(hit: torch.Tensor, steps: int) -> torch.Tensor:
+    """Steps to tolerance with a miss (inf) counted as ``steps + 1``."""
     return torch.where(torch.isfinite(hit), hit, torch.full_like(hit, steps + 1.0))
 
 

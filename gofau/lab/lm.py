@@ -39,7 +39,7 @@ import gofau
 from gofau.directions import DIRECTIONS
 from gofau.lab import gpt, provenance, text
 from gofau.lab import records as gresults
-from gofau.lab.config import RUN_CONTROL, command_line, resolve_device, run_id
+from gofau.lab.config import RUN_CONTROL, command_line, parse_device, resolve_device, run_id
 from gofau.relatives import RELATIVE_RULES, RELATIVES
 from gofau.rules import READS_LR_IN, RULES
 
@@ -84,8 +84,9 @@ class LMConfig:
     checkpoint_dir: str | None = "checkpoints"
     progress: bool = True
 
-    def validate(self) -> None:
-        """ValueError/TypeError naming the setting and its accepted range."""
+    def validate(self, here: bool = True) -> None:
+        """ValueError/TypeError naming the setting and its accepted range; with ``here``, also when the
+        device does not exist on this machine."""
         for f in dataclasses.fields(self):
             value, kinds = getattr(self, f.name), str(f.type).replace(" ", "").split("|")
             ok = (value is None and "None" in kinds) or any(
@@ -111,6 +112,8 @@ class LMConfig:
         for name in ("warmup_iters", "sample_chars", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd must be a multiple of n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
         if self.evals > self.iters:
             raise ValueError(f"evals must be at most iters ({self.iters}), got {self.evals}")
         for name in ("lr", "lr_in", "weight_decay", "min_lr") + (("lr_out",) if self.lr_out is not None else ()):
@@ -121,12 +124,12 @@ class LMConfig:
                 raise ValueError(f"{name} must be a number in [{low}, {high}], got {getattr(self, name)!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be None or an integer >= 1, got {self.threads!r}")
-        resolve_device(self.device)
+        (resolve_device if here else parse_device)(self.device)
 
     def identity(self) -> dict:
         """The settings that determine the run's numbers, with those its choices ignore set to None."""
         d = {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_CONTROL}
-        d["device"] = resolve_device(self.device).type
+        d["device"] = parse_device(self.device).type
         if self.rule != "hybrid" and self.bias_rule != "hybrid":
             d["gamma"] = d["lr_out"] = None
         if self.rule not in READS_LR_IN and self.bias_rule not in READS_LR_IN:
@@ -231,7 +234,7 @@ def train(config: LMConfig | dict, on_epoch_end=None) -> dict:
         if bar is not None:
             bar.set_postfix(val_loss=f"{ep['val_loss']:.3f}")
         if not (math.isfinite(ep["train_loss"]) and math.isfinite(ep["val_loss"])):
-            record["diverged"] = True
+            record["diverged"] = True  # the run is over, and ranks worst in every pick
             break
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +245,11 @@ def train(config: LMConfig | dict, on_epoch_end=None) -> dict:
             on_epoch_end(chunk + 1, record)
     if bar is not None:
         bar.close()
-    prompt = data.train[:1].view(1, 1).to(device)
-    sample = model.eval().generate(prompt, cfg.sample_chars, torch.Generator(device).manual_seed(cfg.seed))
-    record.update(sample=data.decode(sample[0].tolist()), status="finished", wall_time_s=time.perf_counter() - t_run,
+    if not record.get("diverged"):  # a model with non-finite weights has nothing to say
+        prompt = data.train[:1].view(1, 1).to(device)
+        sample = model.eval().generate(prompt, cfg.sample_chars, torch.Generator(device).manual_seed(cfg.seed))
+        record["sample"] = data.decode(sample[0].tolist())
+    record.update(status="finished", wall_time_s=time.perf_counter() - t_run,
                   finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if cfg.out is not None:
         gresults.save(record, cfg.out, force=True)
@@ -254,14 +259,15 @@ def train(config: LMConfig | dict, on_epoch_end=None) -> dict:
 
 
 def _train_chunk(cfg, model, opt, sched, ids, record, first: int, last: int, device, bar) -> dict:
-    """Steps first..last-1; each step's batch comes from a generator seeded by (seed, step), so a
-    resumed run draws the batches an uninterrupted one would."""
+    """Steps first..last-1; each step's batch and dropout masks come from generators seeded by (seed,
+    step), so a resumed run draws what an uninterrupted one would."""
     before = [p.detach().clone() for p in model.parameters()]
     t0, window, n_window, total = time.perf_counter(), 0.0, 0, 0.0
     done = sum(e["train_time_s"] for e in record["epochs"])
     for step in range(first, last):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         x, y = (t.to(device) for t in text.windows(ids, cfg.block_size, cfg.batch_size, gen))
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout
         loss = model.loss(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -318,7 +324,7 @@ def main(argv=None) -> int:
     print(json.dumps(dict(id=record["id"], val_loss=round(last.get("val_loss", math.nan), 4),
                           train_loss=round(last.get("train_loss", math.nan), 4), diverged=bool(record.get("diverged")),
                           wall_time_s=round(record["wall_time_s"], 1))))
-    print(record["sample"], file=sys.stderr)
+    print(record.get("sample", "(diverged: no sample)"), file=sys.stderr)
     return 0
 
 

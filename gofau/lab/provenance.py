@@ -61,6 +61,7 @@ _HELPERS = [("gofau.rules", "_add_product"), ("gofau.rules", "_add_scaled"), ("g
             ("gofau.rules", "_scaled"), ("gofau.rules", "_tanh"), ("gofau.rules", "eta_out"),
             ("gofau.optimizer", "_update"), ("gofau.optimizer", "_step_tensors"), ("gofau.optimizer", "_as_tensors")]
 _RELATIVE_PARTS = [("gofau.relatives", "_Relative"), ("gofau.relatives", "NormalisedGradient"),
+                   ("gofau.relatives", "_positive"), ("gofau.optimizer", "buckets"),
                    ("gofau.directions", "SGD"), ("gofau.directions", "Adam"), ("gofau.rules", "trust_ratios")]
 
 
@@ -82,5 +83,7 @@ def optimizer_code(direction: str, rules) -> str:
         names = [("gofau.directions", type(DIRECTIONS[direction]).__name__)]
     names += [("gofau.directions", "_each")]
     names += [("gofau.rules", RULES[r].__name__) for r in sorted(set(rules))] + _HELPERS
+    if "trust" in rules and direction not in RELATIVES:
+        names.append(("gofau.rules", "trust_ratios"))
     dumps = "".join(ast.dump(ast.Module(body=[_CODE[module][name]], type_ignores=[])) for module, name in names)
     return hashlib.sha256(dumps.encode()).hexdigest()[:12]
