@@ -32,6 +32,20 @@ def test_every_toc_entry_exists():
     assert missing == []
 
 
+def test_no_prose_line_starts_with_a_percent_sign():
+    """In MyST a line starting with % is a comment: its words would vanish from the page."""
+    import json
+    import re
+
+    found = []
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                found += [f"{nb.name}: {line.strip()}" for line in "".join(cell["source"]).splitlines()
+                          if re.match(r"\s*%", line)]
+    assert found == []
+
+
 def test_config_fails_on_errors_and_has_no_launch_buttons():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["execute"]["execute_notebooks"] == "cache"
