@@ -140,16 +140,16 @@ def _records(tmp_path, codes):
     return grid, out
 
 
-def test_load_reads_a_grid_and_refuses_mixed_optimizer_math(tmp_path):
-    grid, out = _records(tmp_path, ["a1"] * 4)
+def test_load_reads_a_grid_and_refuses_mixed_optimizer_math_within_a_method(tmp_path):
+    grid, out = _records(tmp_path, ["a1", "a1", "h1", "h1"])  # each rule its own math: fine
     rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
     assert rec.scale == "cpu" and rec.scale_name == "reduced-scale CPU runs" and len(rec.finished) == 4
     assert sorted(rec.epochs.test_acc) == [0.5, 0.5, 0.6, 0.6]
-    grid, out = _records(tmp_path / "mixed", ["a1", "b2", "a1", "a1"])
-    with pytest.raises(ValueError, match="different versions of the optimizer's math .*a1, b2"):
+    grid, out = _records(tmp_path / "mixed", ["a1", "b2", "h1", "h1"])  # the additive runs under two versions
+    with pytest.raises(ValueError, match="'rule': 'additive'.* different versions of the optimizer's math .*a1, b2"):
         chapter.load({"cpu": str(grid)}, "auto", str(out))
-    grid, out = _records(tmp_path / "older", ["a1", None, "a1", "a1"])  # a record from before the hash
-    with pytest.raises(ValueError, match="different versions of the optimizer's math .*None, a1"):
+    grid, out = _records(tmp_path / "older", ["a1", "a1", None, "h1"])  # a record from before the hash
+    with pytest.raises(ValueError, match="'rule': 'hybrid'.* different versions of the optimizer's math .*None, h1"):
         chapter.load({"cpu": str(grid)}, "auto", str(out))
 
 

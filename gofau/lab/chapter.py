@@ -303,11 +303,15 @@ def load(grids: dict, scale: str = "auto", results_dir: str = "results") -> Reco
         wanted = [f for k, fs in files.items() if scale in ("auto", k) for f in fs]
         raise FileNotFoundError(f"{out} holds no finished run of {', '.join(wanted)}; make the records "
                                 "with " + " and ".join(f"`gofau-grid {g} --out {results_dir}`" for g in wanted))
-    codes = runs.loc[runs["status"] == "finished", "optimizer_code"].unique()  # "None": older than the hash
-    if len(codes) > 1 or any("+" in c for c in codes):
-        raise ValueError(f"the runs of {' and '.join(files[shown])} in {out} were computed by different versions of "
-                         f"the optimizer's math (optimizer_code {', '.join(sorted(codes))}); rerun the older ones "
-                         "(gofau-grid --force) before comparing them")
+    done = runs[runs["status"] == "finished"]
+    method = [c for c in ("optimizer", "rule", "bias_rule") if c in done.columns]
+    for key, g in done.groupby(method, dropna=False):  # each method's runs under one version of its math
+        codes = g["optimizer_code"].unique()  # "None": older than the hash
+        if len(codes) > 1 or any("+" in c for c in codes):
+            raise ValueError(f"the runs of {' and '.join(files[shown])} in {out} with {dict(zip(method, key))} were "
+                             f"computed by different versions of the optimizer's math (optimizer_code "
+                             f"{', '.join(sorted(codes))}); rerun the older ones (gofau-grid --force) before "
+                             "comparing them")
     epochs = R.load_epochs(out)
     epochs = epochs[epochs["id"].isin(runs.loc[runs["status"] == "finished", "id"])].reset_index(drop=True)
     return Records(shown, files[shown], out, runs, epochs)
