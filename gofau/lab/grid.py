@@ -535,9 +535,10 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
     executor = _executor(jobs, out) if jobs.executor != "inline" and not dry_run else None
 
     def row(stage, c, status, r):
-        acc = r["epochs"][-1].get("test_acc") if r and r.get("epochs") else None
-        rows.append(dict(stage=stage, status=status, **_brief(c), test_acc=acc,
-                         wall_s=round(r.get("wall_time_s") or 0, 1) if r else None, id=r["id"] if r else None))
+        last = r["epochs"][-1] if r and r.get("epochs") else {}
+        rows.append(dict(stage=stage, status=status, **_brief(c), val_loss=last.get("val_loss"),
+                         test_acc=last.get("test_acc"), wall_s=round(r.get("wall_time_s") or 0, 1) if r else None,
+                         id=r["id"] if r else None))
 
     def run_all(cs, stage):
         if dry_run:
