@@ -274,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         driver = chromium(profile)
         try:
-            driver.set_page_load_timeout(60)
-            driver.set_script_timeout(30)
+            driver.set_page_load_timeout(180)  # generous: a loaded machine renders MathJax slowly, and a
+            driver.set_script_timeout(120)     # timeout would fail the check without finding anything
             driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ERROR_HOOK})
             for page in found:
                 rel = page.relative_to(root).as_posix()
