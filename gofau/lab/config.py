@@ -118,15 +118,21 @@ def _type_ok(value, annotation: str) -> bool:
     return any(isinstance(value, (int, float) if k == "float" else _KINDS[k]) for k in kinds if k in _KINDS)
 
 
+def check_types(cfg) -> None:
+    """TypeError naming the first field of the settings dataclass ``cfg`` whose value does not fit its
+    annotation."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _type_ok(value, str(f.type)):
+            raise TypeError(f"{f.name} must be {str(f.type).replace(' | ', ' or ')}, got {value!r}")
+
+
 def validate(cfg: TrainConfig, here: bool = True) -> None:
     """Raise ValueError/TypeError naming the setting and its accepted range (before any data or training);
     with ``here``, also when the device does not exist on this machine (a job elsewhere may have it)."""
     if not isinstance(cfg, TrainConfig):
         return cfg.validate(here)
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if not _type_ok(value, str(f.type)):
-            raise TypeError(f"{f.name} must be {str(f.type).replace(' | ', ' or ')}, got {value!r}")
+    check_types(cfg)
     for name, ok in CHOICES.items():
         if getattr(cfg, name) not in ok:
             raise ValueError(f"{name} must be one of {ok}, got {getattr(cfg, name)!r}")

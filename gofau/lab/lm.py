@@ -39,7 +39,7 @@ import gofau
 from gofau.directions import DIRECTIONS
 from gofau.lab import gpt, provenance, text
 from gofau.lab import records as gresults
-from gofau.lab.config import RUN_CONTROL, command_line, parse_device, resolve_device, run_id
+from gofau.lab.config import RUN_CONTROL, check_types, command_line, parse_device, resolve_device, run_id
 from gofau.relatives import RELATIVE_RULES, RELATIVES
 from gofau.rules import READS_LR_IN, RULES
 
@@ -87,13 +87,7 @@ class LMConfig:
     def validate(self, here: bool = True) -> None:
         """ValueError/TypeError naming the setting and its accepted range; with ``here``, also when the
         device does not exist on this machine."""
-        for f in dataclasses.fields(self):
-            value, kinds = getattr(self, f.name), str(f.type).replace(" ", "").split("|")
-            ok = (value is None and "None" in kinds) or any(
-                isinstance(value, bool) if k == "bool" else (not isinstance(value, bool) and isinstance(
-                    value, {"int": int, "float": (int, float), "str": str}.get(k, ()))) for k in kinds)
-            if not ok:
-                raise TypeError(f"{f.name} must be {str(f.type).replace(' | ', ' or ')}, got {value!r}")
+        check_types(self)
         for name, choices in (("dataset", text.NAMES), ("optimizer", OPTIMIZERS), ("rule", tuple(RULES))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
