@@ -100,6 +100,14 @@ def test_picks_average_over_tuning_seeds_and_rank_divergence_and_failure_last(tm
     (pick,) = grid.picks(spec, configs, out)
     assert pick["lr"] == 0.1
     assert [(c["lr"], c["seed"]) for c in grid.tuned(spec, configs, out)] == [(0.1, 5), (0.1, 6)]
+    two = dict(spec, grids=[dict(optimizer="sgd", lr=[0.1, 0.3, 1.0], seed=[0, 1]),
+                            dict(optimizer="adam", lr=[0.01], seed=[0, 1])])
+    configs = grid.expand(two)
+    for c in configs[6:]:
+        _fake_record(out, c, 0.6)
+    # seed by seed: an evaluation stopped part-way leaves both methods with the same seeds (paired)
+    assert [(c["optimizer"], c["seed"]) for c in grid.tuned(two, configs, out)] == [
+        ("sgd", 5), ("adam", 5), ("sgd", 6), ("adam", 6)]
     assert grid.score(None) == grid.score(dict(status="failed")) == float("-inf")
     assert grid.score(dict(status="finished", epochs=[dict(test_acc=float("nan"))])) == float("-inf")
 

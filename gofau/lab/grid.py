@@ -270,8 +270,11 @@ def tuning_configs(spec: dict, out: str | Path) -> list[dict]:
 
 
 def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
-    """The tune stage's configurations: each of :func:`picks` with each of the tune stage's seeds."""
-    return [{**c, "seed": s} for c in picks(spec, configs, out) for s in (spec.get("tune") or {}).get("seeds", [])]
+    """The tune stage's configurations: each of :func:`picks` with each of the tune stage's seeds,
+    seed by seed (every pick on the first seed, then on the next), so a grid stopped part-way leaves
+    every method with the same seeds and its comparisons stay paired."""
+    chosen = picks(spec, configs, out)
+    return [{**c, "seed": s} for s in (spec.get("tune") or {}).get("seeds", []) for c in chosen]
 
 
 def _record(out, config: dict) -> dict | None:
