@@ -33,7 +33,7 @@ def test_unknown_setting_and_key(tmp_path):
     with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
         grid.expand(dict(axes=dict(learning_rate=[0.1])))
     with pytest.raises(ValueError, match="unknown top-level keys"):
-        grid.read_grid(write(tmp_path, dict(base={}, sweep={})))
+        grid.read_grid(write(tmp_path, dict(base={}, sweeps={})))
 
 
 @needs_cifar_jpeg
@@ -163,6 +163,40 @@ def test_a_pick_on_the_edge_extends_that_axis_and_the_chapters_see_the_same_runs
     from gofau.lab import analysis
     ids = analysis.grid_ids(write(tmp_path, spec), out)
     assert sum(stage == "grid" for stage, _ in ids.values()) == 8 and sum(p for _, p in ids.values()) == 2
+
+
+def test_a_sweep_scales_each_picks_step_sizes_on_tune_seeds_and_the_chapters_see_it(tmp_path):
+    spec = dict(base=BASE, grids=[dict(optimizer="sgd", rule="hybrid", lr=[0.1, 0.2], lr_out=[1.0, 3.0]),
+                                  dict(optimizer="sgd", rule="multiplicative", lr=[0.5, 1.0], lr_in=[10.0])],
+                tune=dict(over=["lr", "lr_out"], seeds=[1, 2]), sweep=dict(scale=["lr", "lr_out"], by=[0.1, 4], seeds=[2]))
+    configs = grid.expand(spec)
+    out = tmp_path / "results"
+    assert grid.swept(spec, configs, out) == []  # no picks yet
+    for c in configs:
+        _fake_record(out, c, c["lr"] + (c.get("lr_out") or 0) / 100)  # picks: hybrid (0.2, 3.0), multiplicative 1.0
+    got = [(c["rule"], c["lr"], c.get("lr_out"), c.get("lr_in"), c["seed"]) for c in grid.swept(spec, configs, out)]
+    # the whole step scaled (lr_out too for the hybrid, the multiplicative rule's lr_out stays unset; 0.2 * 0.1
+    # is 0.020000000000000004 in floats), lr_in untouched, seed 2 only
+    assert got == [("hybrid", 0.02, 0.3, None, 2), ("hybrid", 0.8, 12.0, None, 2),
+                   ("multiplicative", 0.1, None, 10.0, 2), ("multiplicative", 4.0, None, 10.0, 2)]
+    from gofau.lab import analysis
+    ids = analysis.grid_ids(write(tmp_path, spec), out)
+    assert sorted(stage for stage, _ in ids.values()).count("sweep") == 4
+    assert not any(p for stage, p in ids.values() if stage == "sweep")
+
+
+@pytest.mark.parametrize("sweep, msg", [
+    (dict(scale="lr_in", by=[2], seeds=[1]), "sweep.scale must name step sizes"),
+    (dict(scale="lr", by=[1, 2], seeds=[1]), "sweep.by must be a non-empty list of distinct positive factors other than 1"),
+    (dict(scale="lr", by=[-2], seeds=[1]), "sweep.by must be"),
+    (dict(scale="lr", by=[2], seeds=[3]), r"sweep.seeds must be a non-empty list of distinct seeds of the tune stage \(\[1\]\)"),
+    (dict(scale="lr", by=[2]), "sweep must be a mapping"),
+])
+def test_a_malformed_sweep_is_refused(sweep, msg):
+    with pytest.raises(ValueError, match=msg):
+        grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1]), sweep=sweep))
+    with pytest.raises(ValueError, match="sweep needs a tune stage"):
+        grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), sweep=dict(scale="lr", by=[2], seeds=[1])))
 
 
 def test_tune_over_must_name_settings_and_extend_be_bounded():

@@ -42,10 +42,11 @@ def _need(df: pd.DataFrame, columns, arg: str) -> None:
 
 def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tuple[str, bool]]:
     """Run id -> (stage, picked) for every configuration of ``grid_file``: stage "grid" (the product
-    stage) or "tune" (the runs its picks imply, given the records in ``out``), and whether the run
-    is at a picked setting (:func:`gofau.lab.grid.picks`, the grid runner's own pick)."""
+    stage), "tune" (the runs its picks imply, given the records in ``out``) or "sweep" (the picks
+    with their step sizes scaled, :func:`gofau.lab.grid.swept`), and whether the run is at a picked
+    setting (:func:`gofau.lab.grid.picks`, the grid runner's own pick; a swept run is not)."""
     from gofau.lab.config import identity, run_id
-    from gofau.lab.grid import make, picks, read_grid, tuned, tuning_configs
+    from gofau.lab.grid import make, picks, read_grid, swept, tuned, tuning_configs
 
     spec = read_grid(grid_file)
     configs = tuning_configs(spec, out)
@@ -57,6 +58,8 @@ def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tu
         ids[run_id(make(c))] = ("grid", {k: v for k, v in ident.items() if k != "seed"} in unseeded)
     for c in tuned(spec, configs, out):
         ids.setdefault(run_id(make(c)), ("tune", True))
+    for c in swept(spec, configs, out):
+        ids.setdefault(run_id(make(c)), ("sweep", False))
     return ids
 
 

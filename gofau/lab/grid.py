@@ -9,8 +9,11 @@ that differ only in ``over`` (one setting or a list, e.g. ``[lr, lr_in]``) and t
 whose runs score best on average over their seeds (:func:`score`), once every run has a finished or
 failed record, then runs them with each listed seed. With ``extend: N``, a pick on the edge of a
 numeric axis first extends that axis one step beyond it (the same ratio as its last step), up to N
-times (:func:`extensions`), so that no pick is an artefact of where the grid stopped. The chapters read the
-same picks, so they show what was tuned. The score is the final validation accuracy (the test
+times (:func:`extensions`), so that no pick is an artefact of where the grid stopped. An optional
+``sweep`` stage comes last: ``{scale: [lr, lr_out], by: [0.5, 2], seeds: [1, 2]}`` reruns every pick
+with those step sizes multiplied by each factor, on seeds of the tune stage (:func:`swept`), so the
+chapters can show how each method's result changes with its whole step scale, against the tune
+stage's runs of the same seeds at factor 1. The chapters read the same picks, so they show what was tuned. The score is the final validation accuracy (the test
 accuracy for runs without a validation split, which the chapters then say).
 
 Finished runs (a record with the same configuration hash in the output folder) are skipped, so an
@@ -62,7 +65,7 @@ def make(c: dict) -> TrainConfig | lm.LMConfig:
     return kind(**c)
 
 
-TOP_LEVEL = ("description", "base", "axes", "grids", "tune")
+TOP_LEVEL = ("description", "base", "axes", "grids", "tune", "sweep")
 
 
 def read_grid(path: str | Path) -> dict:
@@ -93,7 +96,8 @@ def read_grid(path: str | Path) -> dict:
 def check_spec(spec) -> None:
     """Checks a grid specification's shape before anything runs: known keys, a mapping of settings in
     ``base``, non-empty lists of values in ``axes`` (or in each mapping of ``grids``), and ``tune`` as
-    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>}``. Every configuration it implies is then checked by
+    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>}``, and ``sweep`` as
+    ``{scale: <setting or list>, by: [<factor>, ...], seeds: [<tune seed>, ...]}``. Every configuration it implies is then checked by
     :func:`gofau.lab.config.validate`, in :func:`run_grid`."""
     if not isinstance(spec, dict):
         raise ValueError("a grid must be a mapping with 'base' and 'axes' or 'grids'")
@@ -130,6 +134,32 @@ def check_spec(spec) -> None:
         if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
             raise ValueError(f"tune.seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    if spec.get("sweep") is not None:
+        _check_sweep(spec["sweep"], tune)
+
+
+def _check_sweep(sweep, tune) -> None:
+    if not isinstance(sweep, dict) or set(map(str, sweep)) != {"scale", "by", "seeds"}:
+        raise ValueError(f"sweep must be a mapping {{scale: <setting(s)>, by: [<factor>, ...], seeds: [<int>, ...]}}, "
+                         f"got {sweep!r}")
+    if tune is None:
+        raise ValueError("sweep needs a tune stage: it scales the tune stage's picks")
+    names = [sweep["scale"]] if isinstance(sweep["scale"], str) else sweep["scale"]
+    if (not isinstance(names, list) or not names or len(set(map(str, names))) != len(names)
+            or any(n not in SWEEPABLE for n in names)):
+        raise ValueError(f"sweep.scale must name step sizes among {', '.join(SWEEPABLE)} (or a list of them), "
+                         f"got {sweep['scale']!r}")
+    by = sweep["by"]
+    if (not isinstance(by, list) or not by or len(set(map(str, by))) != len(by) or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 and f != 1
+            for f in by)):
+        raise ValueError(f"sweep.by must be a non-empty list of distinct positive factors other than 1 (factor 1 "
+                         f"is the tune stage's own run), got {by!r}")
+    seeds = sweep["seeds"]
+    if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
+            or not set(map(str, seeds)) <= set(map(str, tune.get("seeds", [])))):
+        raise ValueError(f"sweep.seeds must be a non-empty list of distinct seeds of the tune stage "
+                         f"({tune.get('seeds')}), so each swept run is paired with its factor-1 run, got {seeds!r}")
 
 
 def _settings(block, where: str, lists: bool) -> None:
@@ -275,6 +305,28 @@ def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
     every method with the same seeds and its comparisons stay paired."""
     chosen = picks(spec, configs, out)
     return [{**c, "seed": s} for s in (spec.get("tune") or {}).get("seeds", []) for c in chosen]
+
+
+SWEEPABLE = ("lr", "lr_out", "bias_lr")  # step sizes a sweep may scale (lr_in is inside the tanh: not a step size)
+
+
+def swept(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
+    """The sweep stage's configurations: each of :func:`picks` with its ``sweep.scale`` step sizes
+    (those it sets; a setting that is None, such as lr_out outside the hybrid, stays None) multiplied
+    by each factor of ``sweep.by``, seed by seed as in :func:`tuned`. Empty without a sweep stage."""
+    sweep = spec.get("sweep")
+    if not sweep:
+        return []
+    names = [sweep["scale"]] if isinstance(sweep["scale"], str) else sweep["scale"]
+    chosen = picks(spec, configs, out)
+    runs = []
+    for s in sweep["seeds"]:
+        for c in chosen:
+            ident = identity(make(c))
+            for f in sweep["by"]:
+                scaled = {n: float(f"{ident[n] * f:.6g}") for n in names if ident.get(n) is not None}
+                runs.append({**c, **scaled, "seed": s})
+    return runs
 
 
 def _record(out, config: dict) -> dict | None:
@@ -518,7 +570,7 @@ def _absolute(config: dict) -> dict:
 
 def run_grid(path: str | Path, out: str | Path = "results", force: bool = False, overrides: dict | None = None,
              dry_run: bool = False, jobs: Jobs | None = None) -> list[dict]:
-    """Run every configuration of grid file ``path`` (then its tune stage) with ``jobs`` (default:
+    """Run every configuration of grid file ``path`` (then its tune and sweep stages) with ``jobs`` (default:
     inline); returns summary rows."""
     jobs = jobs or Jobs()
     spec = read_grid(path)
@@ -569,6 +621,7 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
         for new in _extension_rounds(spec, configs, out):  # picks on an edge extend the grid
             run_all(new, "extend")
         run_all(tuned(spec, configs, out), "tune")
+        run_all(swept(spec, configs, out), "sweep")
         claimed = sum(r["status"] == "claimed" for r in rows)
         if claimed:
             print(f"{claimed} run(s) claimed by other workers on {out}: run this grid again once they have "
