@@ -247,3 +247,23 @@ def test_wilson_interval_by_hand():
     assert A.wilson(20, 20)[1] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="need 0 <= successes <= n and n >= 1"):
         A.wilson(3, 2)
+
+
+def test_mean_interval_by_hand():
+    assert A.mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)  # no spread: every resample has the mean
+    m, lo, hi = A.mean_interval([0.0, 10.0])  # resamples of 2: means 0, 5 or 10 with chances 1/4, 1/2, 1/4
+    assert m == 5.0 and lo == 0.0 and hi == 10.0
+    m, lo, hi = A.mean_interval(np.arange(100.0))
+    assert lo < m < hi and hi - lo == pytest.approx(2 * 1.96 * np.arange(100.0).std() / 10, rel=0.1)
+    with pytest.raises(ValueError, match="at least 2 finite numbers"):
+        A.mean_interval([1.0, float("nan")])
+
+
+def test_sd_interval_by_hand():
+    sd, lo, hi = A.sd_interval([1.0, 2.0, 3.0, 4.0, 5.0])  # s^2 = 2.5, 4 degrees of freedom
+    assert sd == pytest.approx(math.sqrt(2.5))
+    # chi^2_4 quantiles 0.4844 (2.5%) and 11.1433 (97.5%), from tables
+    assert lo == pytest.approx(math.sqrt(4 * 2.5 / 11.1433), rel=1e-4)
+    assert hi == pytest.approx(math.sqrt(4 * 2.5 / 0.4844), rel=1e-3)
+    with pytest.raises(ValueError, match="level must be in"):
+        A.sd_interval([1.0, 2.0], level=1.5)

@@ -196,6 +196,33 @@ def spread(runs: pd.DataFrame, by, metric: str = "final_test_acc") -> pd.DataFra
     return out
 
 
+def mean_interval(values, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean of ``values`` and its 95% percentile-bootstrap interval (``n_boot``
+    resamples, generator seeded by ``seed``), as :func:`paired_difference` computes it for differences."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) < 2 or not np.isfinite(x).all():
+        raise ValueError(f"values must be at least 2 finite numbers, got {values!r}")
+    boots = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def sd_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(sd, lo, hi): the sample standard deviation s (ddof 1) of ``values`` and its chi-square interval,
+    exact for normal data: s sqrt((n - 1) / q_hi) to s sqrt((n - 1) / q_lo), with q_lo and q_hi the
+    (1 -+ level) / 2 quantiles of chi^2 with n - 1 degrees of freedom."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) < 2 or not np.isfinite(x).all():
+        raise ValueError(f"values must be at least 2 finite numbers, got {values!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n, sd = len(x), float(x.std(ddof=1))
+    q_lo, q_hi = stats.chi2.ppf([(1 - level) / 2, (1 + level) / 2], n - 1)
+    return sd, sd * math.sqrt((n - 1) / q_hi), sd * math.sqrt((n - 1) / q_lo)
+
+
 def curve_spread(epochs: pd.DataFrame, by, metric: str = "train_loss") -> pd.DataFrame:
     """Spread over seeds of a whole curve, per group: at each epoch the across-run std (ddof 1) and
     range of ``metric``; reported as their mean over epochs (``mean_std``, ``mean_range``) and the
