@@ -4,13 +4,15 @@ Each gofau optimizer is timed against its torch.optim base (foreach) and the fas
 (fused) in the same process, on parameters and gradients drawn alike. Within a family the
 optimizers step in turn, round after round, so that load from other processes falls on all of
 them alike; the table gives the median over --steps rounds after --warmup rounds (compilation of
-the fused step included in warm-up), and the ratios to those two peers' medians. Run by hand, not in CI:
+the fused step included in warm-up), the ratios to those two peers' medians, and the time of each
+optimizer's first two steps (for the fused steps, torch.compile's cold compilation). Run by hand, not in CI:
 
     python bench/step.py --threads 2 --steps 30
 """
 import argparse
 import os
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -28,6 +30,7 @@ FAMILIES = {  # base name -> [(label, factory)], the torch.optim base (foreach) 
         ("gofau MSGD(momentum=0.9)", lambda p: gofau.MSGD(p, lr=0.01, momentum=0.9)),
         ("gofau HSGD(momentum=0.9)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9)),
         ("gofau HSGD(momentum=0.9, foreach=False)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9, foreach=False)),
+        ("gofau MSGD(momentum=0.9, fused=True)", lambda p: gofau.MSGD(p, lr=0.01, momentum=0.9, fused=True)),
         ("gofau HSGD(momentum=0.9, fused=True)", lambda p: gofau.HSGD(p, lr=0.01, momentum=0.9, fused=True)),
         ("gofau LARS(momentum=0.9)", lambda p: gofau.LARS(p, lr=1.0, momentum=0.9)),
         ("gofau Fromage", lambda p: gofau.Fromage(p, lr=0.01)),
@@ -66,7 +69,9 @@ def make_params(shapes, device):
 
 
 def time_family(cases, shapes, device, warmup, steps):
-    """Median ms of one step() per optimizer, the optimizers stepping in turn each round."""
+    """Per optimizer, the seconds of its first two step()s (compilation included: a fused SGD step
+    compiles at its second step, the first being eager) and the median ms of
+    one step() after warm-up, the optimizers stepping in turn each round."""
     opts = [make(make_params(shapes, device)) for _, make in cases]
     times = [[] for _ in opts]
     for i in range(warmup + steps):
@@ -77,9 +82,9 @@ def time_family(cases, shapes, device, warmup, steps):
             opt.step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if i >= warmup:
+            if i < 2 or i >= warmup:
                 record.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+    return [((t[0] + t[1]) / 1e3, statistics.median(t[2:])) for t in times]
 
 
 def time_kernels(n, rounds=15):
@@ -114,14 +119,20 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated subset of {list(FAMILIES)}")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="keep torch.compile's on-disk cache (default: a fresh one, so a first step compiles cold)")
     args = parser.parse_args()
     if args.steps < 20:
         parser.error(f"--steps must be at least 20, got {args.steps}")
+    if args.warmup < 2:
+        parser.error(f"--warmup must be at least 2 (the first two steps are reported apart), got {args.warmup}")
     unknown = set(args.families.split(",")) - set(FAMILIES)
     if unknown:
         parser.error(f"--families: unknown {sorted(unknown)}; choose from {list(FAMILIES)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if not args.warm_cache:  # a first step compiles as it would on a fresh machine, not from an earlier run's cache
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="gofau-bench-inductor-")
     shapes = [p.shape for p in torchvision.models.resnet18(num_classes=10).parameters()]
     n = sum(torch.Size(s).numel() for s in shapes)
     print(f"# step() over {n / 1e6:.1f}M float32 parameters in {len(shapes)} tensors (torchvision ResNet-18 shapes)")
@@ -131,14 +142,15 @@ def main():
     kernels = time_kernels(n)
     for label, ms in kernels.items():
         print(f"| {label} | {ms:.1f} | {ms / kernels['torch.add']:.2f} |", flush=True)
-    print("\n| optimizer | ms / step | ratio to torch base (foreach) | ratio to fastest torch peer |\n"
-          "|---|---:|---:|---:|")
+    print("\n| optimizer | ms / step | ratio to torch base (foreach) | ratio to fastest torch peer | first two steps (s) |\n"
+          "|---|---:|---:|---:|---:|")
     for family in args.families.split(","):
         cases = FAMILIES[family]
-        medians = time_family(cases, shapes, device, args.warmup, args.steps)
+        timed = time_family(cases, shapes, device, args.warmup, args.steps)
+        medians = [ms for _, ms in timed]
         fastest = min(ms for (label, _), ms in zip(cases, medians) if label.startswith("torch"))
-        for (label, _), ms in zip(cases, medians):
-            print(f"| {label} | {ms:.1f} | {ms / medians[0]:.2f} | {ms / fastest:.2f} |", flush=True)
+        for (label, _), (first, ms) in zip(cases, timed):
+            print(f"| {label} | {ms:.1f} | {ms / medians[0]:.2f} | {ms / fastest:.2f} | {first:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

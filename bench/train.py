@@ -17,12 +17,14 @@ import json
 import os
 import platform
 import sys
+import statistics
 import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
+import gofau
 from gofau.lab import data, models
 from gofau.lab.provenance import device_name
 from gofau.lab.config import TrainConfig, resolve_device
@@ -78,6 +80,47 @@ def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compi
                 cifar_epoch_s=50_000 / (batch_size / t_train))
 
 
+SHARE_CASES = [  # (label, factory): the book's SGD recipe (Nesterov momentum 0.9) under each rule and path
+    ("torch SGD(fused)", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, fused=True)),
+    ("gofau SGD (additive)", lambda p: gofau.SGD(p, lr=0.1, momentum=0.9, nesterov=True)),
+    ("gofau MSGD", lambda p: gofau.MSGD(p, lr=0.5, lr_in=10.0, momentum=0.9, nesterov=True)),
+    ("gofau HSGD", lambda p: gofau.HSGD(p, lr=0.4, lr_out=1.0, momentum=0.9, nesterov=True)),
+    ("gofau MSGD(fused=True)", lambda p: gofau.MSGD(p, lr=0.5, lr_in=10.0, momentum=0.9, nesterov=True, fused=True)),
+    ("gofau HSGD(fused=True)", lambda p: gofau.HSGD(p, lr=0.4, lr_out=1.0, momentum=0.9, nesterov=True, fused=True)),
+]
+
+
+def optimizer_share(device, steps, warmup, arch="airnet", width=0.25, batch_size=256):
+    """Per optimizer of SHARE_CASES, for the book's CPU recipe (AirNet at width 0.25, batch 256,
+    channels_last): the median ms of a whole training step and of its optimizer step, and the share
+    of the latter; the optimizers take their steps in turn, round after round, on one model each."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    mean, std = torch.full((3,), 0.5, device=device), torch.full((3,), 0.25, device=device)
+    runs = []
+    for _, make in SHARE_CASES:
+        model = models.build(arch, 10, width, 32).to(device).to(memory_format=torch.channels_last)
+        runs.append((model, make(model.parameters()), [], []))
+    for i in range(warmup + steps):
+        for model, opt, whole, step in runs:
+            _sync(device)
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(_prepare(x, mean, std, True)).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            _sync(device)
+            t1 = time.perf_counter()
+            opt.step()
+            _sync(device)
+            if i >= warmup:
+                whole.append(time.perf_counter() - t0)
+                step.append(time.perf_counter() - t1)
+    return [dict(optimizer=label, step_ms=1e3 * statistics.median(whole), optimizer_ms=1e3 * statistics.median(st),
+                 share=statistics.median(st) / statistics.median(whole))
+            for (label, _), (_, _, whole, st) in zip(SHARE_CASES, runs)]
+
+
 def bench_pipeline(device, batch_size, steps):
     """Augment + normalise a batch of 32x32 uint8 images on the device, images/s."""
     x = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
@@ -100,6 +143,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--decode", action="store_true", help="time a cold decode of the CIFAR-10 JPEG copy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--optimizer-share", action="store_true",
+                   help="only the share of a training step that the optimizer takes, for the book's CPU recipe, "
+                        "per rule and path (torch's fused SGD for scale)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -110,6 +156,14 @@ def main(argv=None):
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     if cuda:
         torch.backends.cudnn.benchmark = True
+    if args.optimizer_share:
+        rows = optimizer_share(device, args.steps or 20, args.warmup if args.warmup is not None else 3)
+        print(f"# {device_name(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}: AirNet width "
+              "0.25, batch 256, channels_last; medians\n\n| optimizer | training step (ms) | optimizer step (ms) | "
+              "share |\n|---|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['optimizer']} | {r['step_ms']:.1f} | {r['optimizer_ms']:.2f} | {100 * r['share']:.1f}% |")
+        return 0
 
     head = dict(device=device_name(device), torch=torch.__version__, python=platform.python_version(),
                 threads=torch.get_num_threads() if not cuda else None, batch_size=bs, width=args.width,

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from .directions import DIRECTIONS, check
+from .fused import step as _fused_update
 from .rules import RULES, fixes_zeros
 
 _INTERNAL = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
@@ -85,16 +86,6 @@ def buckets(opt):
     return found
 
 
-_compiled_update = None
-
-
-def _fused_update(*args):
-    global _compiled_update
-    if _compiled_update is None:
-        _compiled_update = torch.compile(_update)
-    _compiled_update(*args)
-
-
 class GOFAU(Optimizer):
     """Generic Optimization Framework for Alternative Updates (Kirtas et al., 2024).
 
@@ -116,7 +107,7 @@ class GOFAU(Optimizer):
         weight_decay: L2 penalty added to the gradient before phi and psi.
         maximize: ascend the objective instead of descending it.
         foreach: one ``torch._foreach_*`` call per device and dtype (None or True) or a loop over tensors (False).
-        fused: run the step through ``torch.compile`` (its first step compiles, once).
+        fused: one compiled pass over the tensors (``gofau.fused``; its first step compiles, once).
         **hyperparameters: the base's own, with torch.optim's names and defaults:
             sgd: momentum=0, dampening=0, nesterov=False; adam: betas=(0.9, 0.999), eps=1e-8, amsgrad=False;
             adagrad: lr_decay=0, eps=1e-10, initial_accumulator_value=0; rmsprop: alpha=0.99, eps=1e-8,
