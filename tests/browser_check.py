@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 import tempfile
 import threading
@@ -219,9 +220,20 @@ def link_problem(href: str, origin: str, root: Path) -> str | None:
     return None
 
 
+REDIRECT = re.compile(r"<meta[^>]+http-equiv=[\"']?refresh", re.IGNORECASE)
+
+
 def check_page(driver, url: str, origin: str, root: Path) -> tuple[list[str], list[str]]:
-    """Problems and ignored (off-site) load failures of one page."""
+    """Problems and ignored (off-site) load failures of one page (of the page it redirects to, for
+    a redirect page such as the book's index.html)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(url)
+    if REDIRECT.search((root / unquote(urlsplit(url).path).lstrip("/")).read_text(encoding="utf-8", errors="replace")):
+        # inspect where it leads once it is there: a script started before the redirect would be
+        # lost with the page it ran in, and wait until the script timeout
+        WebDriverWait(driver, 120).until(
+            lambda d: d.current_url != url and d.execute_script("return document.readyState") == "complete")
     seen = driver.execute_async_script(INSPECT)
     problems, ignored = [], []
     if not seen["url"].startswith(origin):
