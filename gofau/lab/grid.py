@@ -122,7 +122,7 @@ def check_spec(spec) -> None:
             raise ValueError(f"tune must be a mapping {{over: <setting(s)>, seeds: [<int>, ...], extend: <int>}}, "
                              f"got {tune!r}")
         over = tune.get("over", "lr")
-        names = [over] if isinstance(over, str) else over
+        names = _names(over)
         if (not isinstance(names, list) or not names or len(set(map(str, names))) != len(names)
                 or any(n not in FIELDS or n in ("seed", *RUN_CONTROL) for n in names)):
             raise ValueError(f"tune.over must name a setting that defines a run (not seed, nor one of "
@@ -138,13 +138,18 @@ def check_spec(spec) -> None:
         _check_sweep(spec["sweep"], tune)
 
 
+def _names(value):
+    """A stage's setting(s) as given: one name, or a list of them (returned as is, for checking)."""
+    return [value] if isinstance(value, str) else value
+
+
 def _check_sweep(sweep, tune) -> None:
     if not isinstance(sweep, dict) or set(map(str, sweep)) != {"scale", "by", "seeds"}:
         raise ValueError(f"sweep must be a mapping {{scale: <setting(s)>, by: [<factor>, ...], seeds: [<int>, ...]}}, "
                          f"got {sweep!r}")
     if tune is None:
         raise ValueError("sweep needs a tune stage: it scales the tune stage's picks")
-    names = [sweep["scale"]] if isinstance(sweep["scale"], str) else sweep["scale"]
+    names = _names(sweep["scale"])
     if (not isinstance(names, list) or not names or len(set(map(str, names))) != len(names)
             or any(n not in SWEEPABLE for n in names)):
         raise ValueError(f"sweep.scale must name step sizes among {', '.join(SWEEPABLE)} (or a list of them), "
@@ -206,7 +211,7 @@ def score(record: dict | None) -> float:
 def tune_over(spec: dict) -> list[str]:
     """The settings the grid's tune stage picks (``tune.over``: one or a list; default lr)."""
     over = (spec.get("tune") or {}).get("over", "lr")
-    return [over] if isinstance(over, str) else list(over)
+    return list(_names(over))
 
 
 def _groups(spec: dict, configs: list[dict]) -> list[dict[str, list]]:
@@ -317,7 +322,7 @@ def swept(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
     sweep = spec.get("sweep")
     if not sweep:
         return []
-    names = [sweep["scale"]] if isinstance(sweep["scale"], str) else sweep["scale"]
+    names = _names(sweep["scale"])
     chosen = picks(spec, configs, out)
     runs = []
     for s in sweep["seeds"]:
