@@ -201,3 +201,59 @@ def test_optimizer_code_follows_the_math_a_run_uses():
     assert a == optimizer_code("sgd", ["multiplicative"]) and len(a) == 12
     assert len({a, optimizer_code("adam", ["multiplicative"]), optimizer_code("sgd", ["additive"]),
                 optimizer_code("sgd", ["multiplicative", "additive"])}) == 4
+
+
+TUNED = """
+base: {dataset: cifar10-jpeg, arch: resnet9, width: 0.25, epochs: 1, device: cpu, limit: 64, test_limit: 32,
+       optimizer: sgd}
+grids:
+  - {rule: additive, lr: [0.1, 0.2]}
+  - {rule: hybrid, lr: [0.1, 0.2]}
+tune: {over: lr, seeds: [1, 2]}
+"""
+
+
+def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_grid_is(tmp_path):
+    from gofau.lab import records
+    from gofau.lab.config import TrainConfig, identity, run_id
+    grid = tmp_path / "g.yaml"
+    grid.write_text(TUNED)
+    out = tmp_path / "results"
+
+    def save(rule, lr, seed, val, test, losses):
+        cfg = TrainConfig(dataset="cifar10-jpeg", arch="resnet9", width=0.25, epochs=1, device="cpu", limit=64,
+                          test_limit=32, optimizer="sgd", rule=rule, lr=lr, seed=seed)
+        records.save(dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=seed, optimizer_code="c",
+                          epochs=[dict(epoch=1, val_acc=val, test_acc=test)],
+                          steps=dict(columns=["step", "train_loss", "train_time_s"],
+                                     rows=[[10 * i, x, float(i)] for i, x in enumerate(losses, 1)])), out)
+
+    for rule in ("additive", "hybrid"):
+        save(rule, 0.1, 0, 0.5, 0.5, [2.0, 1.0])
+        save(rule, 0.2, 0, 0.6 if rule == "additive" else 0.4, 0.5, [2.0, 1.0])  # picks: additive 0.2, hybrid 0.1
+    save("additive", 0.2, 1, 0.6, 0.7, [2.0, 1.5, 1.0])  # reaches loss 1.5 at step 20
+    save("additive", 0.1, 1, 0.9, 0.9, [2.0, 1.0])      # not at the pick: left out
+    rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
+    ev = rec.evaluation(planned=2, target_loss=1.5, horizon=30)
+    assert ev.methods == [("sgd", "additive"), ("sgd", "hybrid")] and ev.order == [("sgd", "additive")]
+    assert ev.n_seeds.tolist() == [1, 0] and ev.n_min == 1
+    (run,) = ev.runs.itertuples()
+    assert run.lr == 0.2 and run.final == pytest.approx(70.0) and run.steps_to_target == 20
+    assert run.auc == pytest.approx((1.75 + 1.25) / 2)  # trapezoids over steps 10-30, divided by 20
+    assert ev.picks.loc[("sgd", "hybrid"), "lr"] == 0.1 and ev.picks.loc[("sgd", "additive"), "tried"] == 2
+    assert set(ev.steps.id) == set(ev.runs.id)
+    assert "1 of the 2 evaluation seeds" in ev.status and "sgd / hybrid has no evaluation seed yet" in ev.status
+    save("hybrid", 0.1, 1, 0.5, 0.6, [2.0, 1.0])
+    save("additive", 0.2, 2, 0.6, 0.7, [2.0, 1.0])
+    save("hybrid", 0.1, 2, 0.5, 0.6, [2.0, 1.0])
+    ev = chapter.load({"cpu": str(grid)}, "auto", str(out)).evaluation(planned=2, target_loss=1.5, horizon=30)
+    assert ev.n_seeds.tolist() == [2, 2] and ev.status == "All 2 evaluation seeds of every method have finished."
+
+
+def test_evaluation_without_a_finished_seed_says_so(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(TUNED)
+    grid_only, out = _records(tmp_path, ["a1"] * 4)
+    rec = chapter.load({"cpu": str(grid_only)}, "auto", str(out))
+    with pytest.raises(RuntimeError, match="no evaluation seed of .* has finished yet"):
+        rec.evaluation(planned=10, target_loss=1.0, horizon=10)

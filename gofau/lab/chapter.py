@@ -283,6 +283,71 @@ class Records:
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
 
+    def evaluation(self, planned: int, target_loss: float, horizon: int) -> Evaluation:
+        """The tuned grid's evaluation runs (its ``tune`` stage: every method at its pick, on the
+        evaluation seeds), with ``final`` (test accuracy, %) and the early phase of
+        :func:`analysis.early_phase` (``target_loss`` and ``horizon`` fixed before the runs); ``planned``
+        is the number of evaluation seeds the grid will run. Raises RuntimeError while no method has one."""
+        from gofau.lab import analysis
+        from gofau.lab import records as R
+
+        by = list(METHOD)
+        picked = self.picked(by)
+        runs = picked[picked["stage"] == "tune"].assign(final=lambda d: 100 * d["final_test_acc"])
+        present = set(zip(self.runs["optimizer"], self.runs["rule"]))
+        methods = [(o, r) for o in ordered("optimizer", self.runs["optimizer"])
+                   for r in ordered("rule", self.runs["rule"]) if (o, r) in present]
+        n_seeds = runs.groupby(by)["seed"].nunique().reindex(methods, fill_value=0)
+        order = [k for k in methods if n_seeds[k] > 0]
+        if not order:
+            raise RuntimeError(f"no evaluation seed of {self.grid} has finished yet: nothing to show")
+        steps = R.load_steps(self.out)
+        steps = steps[steps["id"].isin(runs["id"])].reset_index(drop=True)
+        runs = runs.merge(analysis.early_phase(steps, target_loss, horizon), on="id")
+        picks = picked[picked["stage"] == "grid"].set_index(by)
+        tuning = [label(k) for k in methods if k not in picks.index]
+        waiting = [label(k) for k in methods if k in picks.index and k not in order]
+        low, high = int(n_seeds[order].min()), int(n_seeds[order].max())
+        seeds = f"{low}" if low == high else f"{low} to {high}"
+        status = (f"All {planned} evaluation seeds of every method have finished." if low >= planned and not (
+            waiting or tuning) else
+            f"The grid is still running: {seeds} of the {planned} evaluation seeds per method have finished, and "
+            "every number below is computed from those (the seeds run one at a time for all methods, so the "
+            "comparisons stay paired)"
+            + (f"; {', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} no evaluation seed yet" if waiting else "")
+            + (f"; the tuning of {', '.join(tuning)} is still running" if tuning else "")
+            + (", so the tables below leave them out" if waiting or tuning else "")
+            + ". This page is rebuilt from the records as they are committed.")
+        return Evaluation(picks, runs, steps, methods, order, n_seeds, status)
+
+
+METHOD = ("optimizer", "rule")
+"""The settings that name a method in a protocol grid's chapters."""
+
+
+def label(method) -> str:
+    """"sgd / hybrid": a method's name in tables and prose."""
+    return " / ".join(map(str, method))
+
+
+@dataclass
+class Evaluation:
+    """A tuned grid's evaluation, as its chapters read it (see :meth:`Records.evaluation`)."""
+
+    picks: pd.DataFrame    # each method's tuning run at its pick (the tuning seed), indexed by METHOD, with ``tried``
+    runs: pd.DataFrame     # the finished evaluation runs, with ``final`` and the early-phase columns
+    steps: pd.DataFrame    # their training-loss logs
+    methods: list          # every method of the grid, in the book's order of optimizers and rules
+    order: list            # the methods with at least one finished evaluation seed
+    n_seeds: pd.Series     # finished evaluation seeds per method of ``methods``
+    status: str            # a paragraph for the page: how far the grid has come
+
+    @property
+    def n_min(self) -> int:
+        """The fewest finished evaluation seeds of a method shown."""
+        return int(self.n_seeds[self.order].min())
+
+
 def load(grids: dict, scale: str = "auto", results_dir: str = "results") -> Records:
     """The records of one of ``grids`` (scale name -> grid file, or list of grid files run side by side,
     relative to the repository root; largest scale first) in ``results_dir``: ``scale`` itself, or with
