@@ -99,14 +99,14 @@ def test_picks_average_over_tuning_seeds_and_rank_divergence_and_failure_last(tm
     _fake_record(out, configs[-1], None, status="failed")
     (pick,) = grid.picks(spec, configs, out)
     assert pick["lr"] == 0.1
-    assert [(c["lr"], c["seed"]) for c in grid.tuned(spec, configs, out)] == [(0.1, 5), (0.1, 6)]
+    assert [(c["lr"], c["seed"]) for c in grid.tuned(spec, grid.picks(spec, configs, out))] == [(0.1, 5), (0.1, 6)]
     two = dict(spec, grids=[dict(optimizer="sgd", lr=[0.1, 0.3, 1.0], seed=[0, 1]),
                             dict(optimizer="adam", lr=[0.01], seed=[0, 1])])
     configs = grid.expand(two)
     for c in configs[6:]:
         _fake_record(out, c, 0.6)
     # seed by seed: an evaluation stopped part-way leaves both methods with the same seeds (paired)
-    assert [(c["optimizer"], c["seed"]) for c in grid.tuned(two, configs, out)] == [
+    assert [(c["optimizer"], c["seed"]) for c in grid.tuned(two, grid.picks(two, configs, out))] == [
         ("sgd", 5), ("adam", 5), ("sgd", 6), ("adam", 6)]
     assert grid.score(None) == grid.score(dict(status="failed")) == float("-inf")
     assert grid.score(dict(status="finished", epochs=[dict(test_acc=float("nan"))])) == float("-inf")
@@ -171,10 +171,11 @@ def test_a_sweep_scales_each_picks_step_sizes_on_tune_seeds_and_the_chapters_see
                 tune=dict(over=["lr", "lr_out"], seeds=[1, 2]), sweep=dict(scale=["lr", "lr_out"], by=[0.1, 4], seeds=[2]))
     configs = grid.expand(spec)
     out = tmp_path / "results"
-    assert grid.swept(spec, configs, out) == []  # no picks yet
+    assert grid.swept(spec, grid.picks(spec, configs, out)) == []  # no picks yet
     for c in configs:
         _fake_record(out, c, c["lr"] + (c.get("lr_out") or 0) / 100)  # picks: hybrid (0.2, 3.0), multiplicative 1.0
-    got = [(c["rule"], c["lr"], c.get("lr_out"), c.get("lr_in"), c["seed"]) for c in grid.swept(spec, configs, out)]
+    chosen = grid.picks(spec, configs, out)
+    got = [(c["rule"], c["lr"], c.get("lr_out"), c.get("lr_in"), c["seed"]) for c in grid.swept(spec, chosen)]
     # the whole step scaled (lr_out too for the hybrid, the multiplicative rule's lr_out stays unset; 0.2 * 0.1
     # is 0.020000000000000004 in floats), lr_in untouched, seed 2 only
     assert got == [("hybrid", 0.02, 0.3, None, 2), ("hybrid", 0.8, 12.0, None, 2),

@@ -56,9 +56,9 @@ def grid_ids(grid_file: str | Path, out: str | Path = "results") -> dict[str, tu
     for c in configs:
         ident = identity(make(c))
         ids[run_id(make(c))] = ("grid", {k: v for k, v in ident.items() if k != "seed"} in unseeded)
-    for c in tuned(spec, configs, out):
+    for c in tuned(spec, chosen):
         ids.setdefault(run_id(make(c)), ("tune", True))
-    for c in swept(spec, configs, out):
+    for c in swept(spec, chosen):
         ids.setdefault(run_id(make(c)), ("sweep", False))
     return ids
 

@@ -304,26 +304,24 @@ def tuning_configs(spec: dict, out: str | Path) -> list[dict]:
     return configs
 
 
-def tuned(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
-    """The tune stage's configurations: each of :func:`picks` with each of the tune stage's seeds,
-    seed by seed (every pick on the first seed, then on the next), so a grid stopped part-way leaves
-    every method with the same seeds and its comparisons stay paired."""
-    chosen = picks(spec, configs, out)
+def tuned(spec: dict, chosen: list[dict]) -> list[dict]:
+    """The tune stage's configurations: each of ``chosen`` (the grid's :func:`picks`) with each of the
+    tune stage's seeds, seed by seed (every pick on the first seed, then on the next), so a grid
+    stopped part-way leaves every method with the same seeds and its comparisons stay paired."""
     return [{**c, "seed": s} for s in (spec.get("tune") or {}).get("seeds", []) for c in chosen]
 
 
 SWEEPABLE = ("lr", "lr_out", "bias_lr")  # step sizes a sweep may scale (lr_in is inside the tanh: not a step size)
 
 
-def swept(spec: dict, configs: list[dict], out: str | Path) -> list[dict]:
-    """The sweep stage's configurations: each of :func:`picks` with its ``sweep.scale`` step sizes
+def swept(spec: dict, chosen: list[dict]) -> list[dict]:
+    """The sweep stage's configurations: each of ``chosen`` (the grid's :func:`picks`) with its ``sweep.scale`` step sizes
     (those it sets; a setting that is None, such as lr_out outside the hybrid, stays None) multiplied
     by each factor of ``sweep.by``, seed by seed as in :func:`tuned`. Empty without a sweep stage."""
     sweep = spec.get("sweep")
     if not sweep:
         return []
     names = _names(sweep["scale"])
-    chosen = picks(spec, configs, out)
     runs = []
     for s in sweep["seeds"]:
         for c in chosen:
@@ -625,8 +623,9 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
     if not dry_run:
         for new in _extension_rounds(spec, configs, out):  # picks on an edge extend the grid
             run_all(new, "extend")
-        run_all(tuned(spec, configs, out), "tune")
-        run_all(swept(spec, configs, out), "sweep")
+        chosen = picks(spec, configs, out)
+        run_all(tuned(spec, chosen), "tune")
+        run_all(swept(spec, chosen), "sweep")
         claimed = sum(r["status"] == "claimed" for r in rows)
         if claimed:
             print(f"{claimed} run(s) claimed by other workers on {out}: run this grid again once they have "
