@@ -45,9 +45,10 @@ class NormalisedGradient:
         torch._foreach_addcmul_(v, grads, grads, 1 - self.beta)
         rms = torch._foreach_div(v, _each(steps, lambda t: 1 - self.beta**t))
         torch._foreach_sqrt_(rms)
+        # 0/0 read as 0: raising rms to the dtype's smallest positive number (subnormal) changes only
+        # rms = 0, where g = 0 too (0 / tiny = 0) or g^2 underflowed (g / tiny and g / 0 clamp alike)
+        torch._foreach_clamp_min_(rms, torch.finfo(grads[0].dtype).smallest_normal * torch.finfo(grads[0].dtype).eps)
         u = torch._foreach_div(grads, rms)
-        for x in u:
-            x.nan_to_num_(nan=0.0)  # g = v = 0: no step
         torch._foreach_clamp_min_(u, -group["g_bound"])
         torch._foreach_clamp_max_(u, group["g_bound"])
         return u, 1.0
@@ -96,14 +97,13 @@ class _Relative(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group, params in buckets(self):
-            states = []
-            for p in params:
-                state = self.state[p]
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
                 if not state:
                     state.update(step=torch.tensor(0.0), **self._init(p, group))
-                state["step"] += 1
-                states.append(state)
-            counts = [s["step"].item() for s in states]
+            counts = [s["step"] for s in states]
+            torch._foreach_add_(counts, 1.0)
+            counts = torch.stack(counts).tolist()
             steps = counts[0] if len(set(counts)) == 1 else counts
             self._update(group, params, [p.grad for p in params], states, steps)
         return loss
@@ -129,8 +129,9 @@ class Madam(_Relative):
     def _update(self, group, params, grads, states, steps):
         u, c = NormalisedGradient()(group, grads, states, steps)
         RULES["exponentiated"](group, params, u, c)
-        for p, s in zip(params, states):
-            p.clamp_(-s["max"], s["max"])
+        bounds = [s["max"] for s in states]
+        torch._foreach_minimum_(params, bounds)
+        torch._foreach_maximum_(params, torch._foreach_neg(bounds))
 
 
 class Fromage(_Relative):
@@ -174,9 +175,9 @@ class LARS(_Relative):
 
     def _update(self, group, params, grads, states, steps):
         wd = group["weight_decay"]
-        p_norms, g_norms = torch._foreach_norm(params), torch._foreach_norm(grads)
-        ratios = [torch.where((a > 0) & (b > 0), group["trust_coeff"] * a / (b + wd * a + group["eps"]),
-                              torch.ones_like(a)) for a, b in zip(p_norms, g_norms)]
+        a, b = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(grads))
+        ratios = list(torch.where((a > 0) & (b > 0), group["trust_coeff"] * a / (b + wd * a + group["eps"]),
+                                  torch.ones_like(a)).unbind())
         d = torch._foreach_add(grads, params, alpha=wd) if wd else list(grads)
         d = torch._foreach_mul(d, ratios)
         sgd = {**group, "dampening": 0.0}

@@ -102,8 +102,8 @@ def exponentiated(group, params, u, c):
 
 def trust_ratios(params, xs):
     """||theta|| / ||x|| per tensor, as 0-dim tensors; 1 where either norm is 0."""
-    return [torch.where((a > 0) & (b > 0), a / b, torch.ones_like(a))
-            for a, b in zip(torch._foreach_norm(params), torch._foreach_norm(xs))]
+    a, b = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(xs))
+    return list(torch.where((a > 0) & (b > 0), a / b, torch.ones_like(a)).unbind())
 
 
 def trust(group, params, u, c):

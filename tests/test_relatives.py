@@ -60,6 +60,16 @@ def test_madam_by_hand(g_bound):
     assert all((torch.sign(a) == torch.sign(torch.tensor(t, dtype=torch.float64))).all() for a, t in zip(got, THETAS))
 
 
+def test_madam_gradient_whose_square_underflows_takes_the_bounded_step():
+    # float32: 0.001 g^2 underflows to 0, so g / sqrt(v_hat) = g / 0 = +inf, clamped to g_bound
+    p = torch.tensor([0.5, -2.0, 0.0], requires_grad=True)
+    opt = gofau.Madam([p], lr=0.1, g_bound=10.0)
+    p.grad = torch.tensor([1e-30, 0.0, 0.0])
+    opt.step()
+    assert opt.state[p]["exp_avg_sq"].eq(0).all()
+    torch.testing.assert_close(p.detach(), torch.tensor([0.5 * math.exp(-1.0), -2.0, 0.0]), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("p_bound", [None, 1.001])
 def test_fromage_by_hand(p_bound):
     lr = 0.2
