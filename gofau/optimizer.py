@@ -19,9 +19,10 @@ COMMON = ("lr", "lr_in", "lr_out", "gamma", "weight_decay", "maximize", "foreach
 _GROUP_KEYS = {"params", "lr_ref", "param_names", "initial_lr"}  # besides the defaults: ours, torch.optim's, schedulers'
 
 
-def _update(group, params, grads, states, steps, observe=None):
+def _update(group, params, grads, states, steps, observe=None, scratch=None):
     """One step for tensors of one device and dtype: g -> u = phi psi -> rule (in place).
-    ``observe(group, params, u)``, when given, sees u before the rule moves the parameters."""
+    ``observe(group, params, u)``, when given, sees u before the rule moves the parameters;
+    ``scratch`` is the optimizer's work memory for the rules (``gofau.rules.work``), None when compiled."""
     if group["maximize"]:
         grads = torch._foreach_neg(grads)
     if group["weight_decay"]:
@@ -29,7 +30,7 @@ def _update(group, params, grads, states, steps, observe=None):
     u, c = DIRECTIONS[group["direction"]](group, grads, states, steps)
     if observe is not None:
         observe(group, params, u)
-    RULES[group["rule"]](group, params, u, c)
+    RULES[group["rule"]](group, params, u, c, scratch)
 
 
 def _caller_stacklevel():
@@ -136,10 +137,12 @@ class GOFAU(Optimizer):
                         **{**base, **hyperparameters})
         super().__init__(params, defaults)
         self._direction_hooks = OrderedDict()
+        self._scratch = {}  # the eager rules' work memory (gofau.rules.work): not state, never saved
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_direction_hooks", OrderedDict())
+        self.__dict__.setdefault("_scratch", {})
 
     def register_direction_hook(self, hook) -> RemovableHandle:
         """Calls ``hook(optimizer, group, params, u)`` at every step, once per param group and per
@@ -259,6 +262,6 @@ class GOFAU(Optimizer):
             _fused_update(hyper, params, grads, states, steps)
         elif group["foreach"] is False:
             for p, g, s, t in zip(params, grads, states, counts):
-                _update(group, [p], [g], [s], t, observe)
+                _update(group, [p], [g], [s], t, observe, self._scratch)
         else:
-            _update(group, params, grads, states, steps, observe)
+            _update(group, params, grads, states, steps, observe, self._scratch)

@@ -1,6 +1,7 @@
 """Update rules (xi): single steps in scalar arithmetic, and properties of the multiplicative family."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -143,3 +144,49 @@ def test_hybrid_endpoints(data, lr, lr_in, direction):
         one_step("multiplicative", theta, grad, direction=direction, lr=lr_out, lr_in=lr_in)
     assert one_step("hybrid", theta, grad, direction=direction, lr=lr, lr_in=lr_in, lr_out=lr_out, gamma=0.0) == \
         one_step("additive", theta, grad, direction=direction, lr=lr)
+
+
+# ---------------------------------------------------------------- the eager step's float32 tanh and work memory
+
+@pytest.mark.parametrize("k_mul, bound_ulps", [(0.04, 1.0), (0.25, 1.0), (1.0, 3.0)])
+@pytest.mark.parametrize("rule", ["multiplicative", "hybrid"])
+@pytest.mark.parametrize("lr_in", [1.0, 10.0])
+def test_float32_eager_steps_stay_within_one_ulp_of_the_exact_tanh(rule, k_mul, bound_ulps, lr_in):
+    """One float32 eager step (tanh as 2 sigmoid(2x) - 1) against the same step with torch.tanh: within
+    one ulp of theta for a multiplicative step size k_mul = c gamma eta_out up to 1/4, three at 1. The
+    ulp is that of the largest of |theta| before and after the step and of the step itself."""
+    from gofau.rules import _relative_terms
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(200_000, generator=g) * 0.05
+    u = torch.cat([torch.randn(100_000, generator=g) * 3, torch.randn(100_000, generator=g) * 1e-3])
+    k_add = -1e-3 if rule == "hybrid" else None
+    moved = p if k_add is None else p.add(u, alpha=k_add)  # the hybrid's additive term, as the step adds it
+    exact = torch.addcmul(moved, p.abs(), torch.tanh(u * lr_in), value=-k_mul)
+    got = p.clone()
+    _relative_terms([got], [u], -k_mul, lr_in, True, {}, k_add)
+    scale = torch.stack([p.abs(), exact.abs(), (exact - p).abs()]).amax(0)
+    ulp = torch.from_numpy(np.spacing(scale.numpy()))
+    assert (got != exact).any()  # the two formulations do differ
+    assert ((got - exact).abs() <= bound_ulps * ulp).all()
+
+
+def test_the_eager_work_memory_is_reused_never_saved_and_keeps_channels_last():
+    """The rules' two work buffers grow to the largest tensor once and are then reused; they are not
+    optimizer state (state_dict, copies); a channels_last parameter steps as its contiguous twin."""
+    import copy
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    twins = [w.clone().requires_grad_(), w.clone().to(memory_format=torch.channels_last).requires_grad_()]
+    bias = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_()
+    opts = [gofau.HSGD([p, bias.detach().clone().requires_grad_()], lr=0.1, momentum=0.9) for p in twins]
+    for _ in range(3):
+        grad = torch.randn(w.shape, generator=g, dtype=torch.float64)
+        for opt in opts:
+            p, b = opt.param_groups[0]["params"]
+            p.grad, b.grad = grad.clone(), grad[0, :, 0, 0].clone()
+            opt.step()
+    torch.testing.assert_close(twins[0].detach(), twins[1].detach(), rtol=0, atol=0)
+    (buf,) = opts[0]._scratch.values()
+    assert buf.numel() == 2 * w.numel() and "_scratch" not in str(opts[0].state_dict())
+    clone = copy.deepcopy(opts[0])
+    assert clone._scratch == {} and len(clone.state) == 2
