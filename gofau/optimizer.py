@@ -117,6 +117,8 @@ class GOFAU(Optimizer):
     Parameters that are exactly zero never move under the multiplicative, power, proportional and
     exponentiated rules (their step is proportional to |theta|): put them under another rule with ``gofau.param_groups``.
     ``register_direction_hook`` observes each step's direction u (for diagnostics such as tanh saturation).
+    The eager step keeps two work buffers as large as the largest parameter tensor (``gofau.rules.work``);
+    they are not state and are never saved.
     """
 
     def __init__(self, params, direction="sgd", rule="additive", lr=1e-3, *, lr_in=1.0, lr_out=None, gamma=0.5,
