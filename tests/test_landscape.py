@@ -184,3 +184,24 @@ def test_a_relative_gives_every_start_its_own_tensor_and_follows_its_solo_trajec
     assert len(m.grid()) == 24 and m.per_start
     with pytest.raises(ValueError, match=f"{name} updates with its own rule"):
         L.Method(name, "multiplicative")
+
+
+def test_stored_protocol_reads_back_the_same_tables_and_recomputes_for_other_settings(tmp_path, monkeypatch):
+    fs = [F.FUNCTIONS["sphere"]]
+    ms = L.methods(["SGD"], ["additive", "multiplicative"]) + L.relatives(["Fromage"])
+    st = dict(steps=20, n_tune=2, n_eval=3, n_starts=2, tol=1e-3, seed=0, extend=1)
+    first = L.stored_protocol(tmp_path, fs, ms, **st)
+    (path,) = tmp_path.glob("*.json")
+    monkeypatch.setattr(L, "protocol", lambda *a, **k: pytest.fail("recomputed a stored protocol"))
+    again = L.stored_protocol(tmp_path, fs, ms, **st)
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], again[name])
+    monkeypatch.undo()
+    L.stored_protocol(tmp_path, fs, ms, **{**st, "steps": 21})  # another setting: another file
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    assert L.stored_protocol(None, fs, ms, **st)["summary"].equals(first["summary"])  # None: never written
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / path.name).write_text(path.read_text().replace('"sphere"', '"rastrigin"'))
+    with pytest.raises(ValueError, match="holds the tables of another protocol run"):
+        L.stored_protocol(other, fs, ms, **st)

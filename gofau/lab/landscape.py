@@ -21,8 +21,13 @@ would follow alone. Evaluation rows run beside the tuning rows and are read at t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,6 +287,47 @@ def protocol(functions, methods, workers: int = 1, **settings) -> dict:
     else:
         parts = [compare(f, methods, **settings) for f in functions]
     return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
+
+
+def _key(functions, methods, settings) -> dict:
+    """What determines :func:`protocol`'s tables: the functions, the methods, the settings, the math of
+    each method's optimizer and the source of this module and of ``gofau.lab.functions``."""
+    import inspect
+
+    from gofau.lab import functions as F
+    from gofau.lab.provenance import optimizer_code
+    code = {f"{m.base} · {m.rule}": optimizer_code(RELATIVES[m.base] if m.per_start else BASES[m.base][0], [m.rule])
+            for m in methods}
+    source = hashlib.sha256("".join(inspect.getsource(mod) for mod in (F, sys.modules[__name__])).encode())
+    return dict(functions=[f.name for f in functions], methods=list(code), settings=dict(sorted(settings.items())),
+                optimizer_code=code, source=source.hexdigest()[:12])
+
+
+def stored_protocol(folder, functions, methods, workers: int = 1, **settings) -> dict:
+    """:func:`protocol`, kept on disk: read from ``folder`` when it holds the tables for the same
+    functions, methods and settings under the same optimizer math and protocol code (:func:`_key`),
+    else computed and, unless ``folder`` is None, written there (``<hash of the key>.json``, with
+    the git commit, the worker processes and the wall seconds it took). A changed setting or changed code never reads an
+    older file."""
+    from gofau.lab import records
+    from gofau.lab.provenance import git_commit
+
+    key = _key(functions, methods, settings)
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + ".json"
+    path = None if folder is None else Path(folder) / name
+    if path is not None and path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["key"] != key:
+            raise ValueError(f"{path} holds the tables of another protocol run; delete it")
+        return {k: pd.DataFrame(**v) for k, v in stored["tables"].items()}
+    start = time.time()
+    result = protocol(functions, methods, workers, **settings)
+    if path is not None:
+        body = dict(key=key, git_commit=git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    workers=workers, wall_seconds=round(time.time() - start, 1),
+                    tables={k: v.to_dict(orient="split") for k, v in result.items()})
+        records.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(body)))
+    return result
 
 
 def verdicts(per_instance: pd.DataFrame, alpha: float = 0.05, n_boot: int = 2000) -> pd.DataFrame:
