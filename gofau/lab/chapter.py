@@ -151,6 +151,10 @@ OPTIMIZER_STYLE = {
     "adam": dict(color="#D55E00", marker="s"),     # vermillion
     "adagrad": dict(color="#999999", marker="^"),  # grey
     "rmsprop": dict(color="#F0E442", marker="D"),  # yellow
+    "madam": dict(color="#CC79A7", marker="P"),    # reddish purple
+    "fromage": dict(color="#009E73", marker="X"),  # bluish green
+    "lars": dict(color="#0072B2", marker="*"),     # blue
+    "lamb": dict(color="#E69F00", marker="h"),     # orange
 }
 SEQUENTIAL = "viridis"
 """The colour map for an ordered setting (gamma, depth, initial scale)."""
