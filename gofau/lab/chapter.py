@@ -286,7 +286,6 @@ class Records:
         from gofau.lab import analysis
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
-
     def evaluation(self, planned: int, target_loss: float, horizon: int) -> Evaluation:
         """The tuned grid's evaluation runs (its ``tune`` stage: every method at its pick, on the
         evaluation seeds), with ``final`` (test accuracy, %) and the early phase of

@@ -315,9 +315,10 @@ SWEEPABLE = ("lr", "lr_out", "bias_lr")  # step sizes a sweep may scale (lr_in i
 
 
 def swept(spec: dict, chosen: list[dict]) -> list[dict]:
-    """The sweep stage's configurations: each of ``chosen`` (the grid's :func:`picks`) with its ``sweep.scale`` step sizes
-    (those it sets; a setting that is None, such as lr_out outside the hybrid, stays None) multiplied
-    by each factor of ``sweep.by``, seed by seed as in :func:`tuned`. Empty without a sweep stage."""
+    """The sweep stage's configurations: each of ``chosen`` (the grid's :func:`picks`) with its
+    ``sweep.scale`` step sizes (those it sets; a setting that is None, such as lr_out outside the
+    hybrid, stays None) multiplied by each factor of ``sweep.by``, seed by seed as in :func:`tuned`.
+    Empty without a sweep stage."""
     sweep = spec.get("sweep")
     if not sweep:
         return []
