@@ -137,6 +137,21 @@ def test_grid_runs_selects_the_tuned_lr_over_seeds(tmp_path):
     assert fields[["n_train", "n_test", "threads"]].iloc[0].tolist() == [64, 32, 1]
 
 
+def test_language_model_records_are_described_by_their_shape_and_characters(tmp_path):
+    from gofau.lab import records
+    out = tmp_path / "results"
+    for image in (False, True):  # a folder that holds image runs too: their NaNs do not leak into the text
+        config = (dict(arch="resnet9", width=0.25, epochs=1) if image else
+                  dict(n_layer=4, n_head=4, n_embd=128, block_size=64, iters=2000))
+        records.save(dict(id=f"r{image:d}", status="finished", config=config, n_params=809856, threads=1,
+                          device_name="CPU: test", torch_version="2.x", finished="2026-01-02T10:00:00+00:00",
+                          dataset=dict(name="Tiny Shakespeare", n_train=1003854, n_val=111540), epochs=[]), out)
+    assert A.describe_records(out, ["r0"]) == (
+        "1 run: GPT (4 layers, 4 heads, width 128, context 64) with 809,856 parameters; 1,003,854 training / "
+        "111,540 validation characters of Tiny Shakespeare; 2,000 steps; CPU: test (1 thread); torch 2.x; "
+        "finished 2026-01-02 10:00 UTC")
+
+
 def test_depth_table_orders_architectures():
     assert sorted(A.DEPTH, key=A.DEPTH.get) == ["resnet9", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101"]
     assert math.isclose(A.DEPTH["resnet101"] / A.DEPTH["resnet18"], 101 / 18)
@@ -156,6 +171,17 @@ def test_paired_difference_known_answers():
     base = np.array([10.0, 50.0, 30.0, 70.0, 90.0, 20.0])
     assert A.paired_difference(base + 1, base)["p"] == pytest.approx(2 / 2**6)
     assert stats.ttest_ind(base + 1, base).pvalue > 0.9  # unpaired, the shift drowns in the spread
+
+
+def test_the_paired_t_test_known_answers():
+    # d = 1..5: t = 3 / (sqrt(2.5) / sqrt(5)) = 4.2426 on 4 degrees of freedom, two-sided p = 0.013236
+    assert A.paired_difference([1, 2, 3, 4, 5], [0] * 5, test="t")["p"] == pytest.approx(0.0132356, rel=1e-5)
+    assert A.paired_difference([1, 2, 3, 4, 5], [0] * 5)["p"] == pytest.approx(2 / 2**5)  # Wilcoxon's floor
+    assert A.paired_difference([3, 4, 5], [1, 2, 3], test="t")["p"] == 0.0  # the same difference every time
+    assert A.paired_difference([1, 2], [1, 2], test="t")["p"] == 1.0
+    assert A.paired_difference([0, 0, 0, 3], [1, 1, 1, 0], test="t")["p"] == pytest.approx(1.0)  # mean 0
+    with pytest.raises(ValueError, match="test must be one of"):
+        A.paired_difference([1, 2], [2, 3], test="sign")
 
 
 def test_paired_difference_refuses_bad_input():

@@ -224,7 +224,7 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
         cfg = TrainConfig(dataset="cifar10-jpeg", arch="resnet9", width=0.25, epochs=1, device="cpu", limit=64,
                           test_limit=32, optimizer="sgd", rule=rule, lr=lr, seed=seed)
         records.save(dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=seed, optimizer_code="c",
-                          epochs=[dict(epoch=1, val_acc=val, test_acc=test)],
+                          epochs=[dict(epoch=1, val_acc=val, test_acc=test, val_loss=3 - val)],
                           steps=dict(columns=["step", "train_loss", "train_time_s"],
                                      rows=[[10 * i, x, float(i)] for i, x in enumerate(losses, 1)])), out)
 
@@ -242,6 +242,8 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
     assert run.auc == pytest.approx((1.75 + 1.25) / 2)  # trapezoids over steps 10-30, divided by 20
     assert ev.picks.loc[("sgd", "hybrid"), "lr"] == 0.1 and ev.picks.loc[("sgd", "additive"), "tried"] == 2
     assert set(ev.steps.id) == set(ev.runs.id)
+    as_loss = rec.evaluation(planned=2, target_loss=1.5, horizon=30, final="val_loss")  # a language model's
+    assert as_loss.runs.final.tolist() == [pytest.approx(2.4)]  # the last val_loss itself, in nats
     assert "1 of the 2 evaluation seeds" in ev.status and "sgd / hybrid has no evaluation seed yet" in ev.status
     save("hybrid", 0.1, 1, 0.5, 0.6, [2.0, 1.0])
     save("additive", 0.2, 2, 0.6, 0.7, [2.0, 1.0])

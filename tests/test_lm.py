@@ -55,10 +55,31 @@ def test_zero_initialised_tensors_move_only_under_an_additive_bias_rule(tmp_path
     torch.manual_seed(0)
     n_zero = sum(int((p == 0).sum()) for p in gofau.lab.gpt.GPT(65, 16, 1, 2, 32).parameters())
     zero_frac = r["epochs"][-1]["zero_frac"]
+    last = r["epochs"][-1]
     if bias_rule is None:  # the multiplicative rule never moves a zero: biases and LayerNorm shifts stay at 0
         assert zero_frac == pytest.approx(n_zero / r["n_params"])
+        assert last["zero_init_moved_frac"] == 0.0 and last["zero_init_mean_dist"] == 0.0
     else:
         assert zero_frac == 0.0
+        assert last["zero_init_moved_frac"] == 1.0 and last["zero_init_mean_dist"] > 0
+    assert last["unit_init_moved_frac"] == 1.0 and last["unit_init_mean_dist"] > 0  # gains move either way
+
+
+def test_initial_moves_counts_the_entries_that_left_their_starting_value():
+    model = gofau.lab.gpt.GPT(65, 16, 1, 2, 32)
+    assert lm.initial_moves(model) == dict(zero_init_moved_frac=0.0, zero_init_mean_dist=0.0,
+                                          unit_init_moved_frac=0.0, unit_init_mean_dist=0.0)
+    named = dict(model.named_parameters())
+    zeros = sum(p.numel() for n, p in named.items() if n.endswith("bias"))
+    ones = sum(p.numel() for n, p in named.items() if "ln" in n and n.endswith("weight"))
+    with torch.no_grad():
+        named["ln_f.bias"][:4] = torch.tensor([0.5, -0.5, 0.0, 1.0])  # three of the zeros moved, by 2 in all
+        named["ln_f.weight"][0] = 0.25  # one gain moved, by 0.75
+    moves = lm.initial_moves(model)
+    assert moves["zero_init_moved_frac"] == pytest.approx(3 / zeros)
+    assert moves["zero_init_mean_dist"] == pytest.approx(2 / zeros)
+    assert moves["unit_init_moved_frac"] == pytest.approx(1 / ones)
+    assert moves["unit_init_mean_dist"] == pytest.approx(0.75 / ones)
 
 
 def test_the_optimizers_get_their_groups_and_settings():

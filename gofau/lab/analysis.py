@@ -110,20 +110,21 @@ def pick_scale(grids: dict, out: str | Path = "results", scale: str = "auto") ->
 def record_fields(out: str | Path, ids, fields=("n_params", "device_name", "threads", "torch_version", "started",
                                                  "finished", "git_commit")) -> pd.DataFrame:
     """One row per record of ``ids`` in ``out`` with its top-level ``fields`` and the data set's
-    ``dataset``, ``n_train`` and ``n_test`` (what :func:`gofau.lab.records.load` leaves out)."""
+    ``dataset``, ``n_train``, ``n_val`` and ``n_test`` (what :func:`gofau.lab.records.load` leaves out)."""
     ids = set(ids)
     rows = []
     for r in gresults.records(out) if Path(out).exists() else []:
         if r["id"] in ids:
             ds = r.get("dataset") or {}
             rows.append({"id": r["id"], **{f: r.get(f) for f in fields}, "dataset": ds.get("name"),
-                         "n_train": ds.get("n_train"), "n_test": ds.get("n_test")})
-    return pd.DataFrame(rows, columns=["id", *fields, "dataset", "n_train", "n_test"])
+                         "n_train": ds.get("n_train"), "n_val": ds.get("n_val"), "n_test": ds.get("n_test")})
+    return pd.DataFrame(rows, columns=["id", *fields, "dataset", "n_train", "n_val", "n_test"])
 
 
 def describe_records(out: str | Path, ids) -> str:
-    """One sentence saying what the records ``ids`` are: how many, which networks at which width,
-    data set and subset sizes, epochs, device and threads, torch, and the UTC dates they finished."""
+    """One sentence saying what the records ``ids`` are: how many, which networks at which width (for
+    language models: layers, heads, width, context and parameters), data set and subset sizes, epochs
+    (steps), device and threads, torch, and the UTC dates they finished."""
     ids = list(ids)
     info = record_fields(out, ids)
     if info.empty:
@@ -136,16 +137,27 @@ def describe_records(out: str | Path, ids) -> str:
                       key=str)
         return ", ".join(fmt(v) for v in vals) or "unknown"
 
-    nets = ", ".join(f"{a} (width {w:g})" for a, w in sorted(set(zip(runs["arch"], runs["width"]))))
+    def count(n):
+        return f"{int(n):,}"
+
+    if "n_layer" in runs and runs["n_layer"].notna().all():  # language models (gofau.lab.lm)
+        shapes = runs[["n_layer", "n_head", "n_embd", "block_size"]].astype(int).itertuples(index=False)
+        nets = ", ".join(f"GPT ({n} layers, {h} heads, width {e}, context {b})" for n, h, e, b in sorted(set(shapes)))
+        nets += f" with {values('n_params', count)} parameters"
+        data = f"{values('n_train', count)} training / {values('n_val', count)} validation characters"
+        length = f"{values('iters', count, runs)} steps"
+    else:
+        nets = ", ".join(f"{a} (width {w:g})" for a, w in sorted(set(zip(runs["arch"], runs["width"]))))
+        data = f"{values('n_train', count)} training / {values('n_test', count)} test images"
+        length = f"{values('epochs', str, runs)} epoch(s)"
     when = sorted(d for d in info["finished"].dropna())
     dates = "unknown dates"
     if when:
         first, last = (datetime.fromisoformat(d).strftime("%Y-%m-%d %H:%M") for d in (when[0], when[-1]))
         dates = f"finished {first} to {last} UTC" if first != last else f"finished {first} UTC"
     threads = values("threads", lambda t: f"{int(t)} thread{'s' if int(t) != 1 else ''}")
-    return (f"{len(info)} run{'s' if len(info) != 1 else ''}: {nets}; {values('n_train', lambda n: f'{int(n):,}')} "
-            f"training / {values('n_test', lambda n: f'{int(n):,}')} test images of {values('dataset')}; "
-            f"{values('epochs', str, runs)} epoch(s); {values('device_name')} ({threads}); "
+    return (f"{len(info)} run{'s' if len(info) != 1 else ''}: {nets}; {data} of {values('dataset')}; "
+            f"{length}; {values('device_name')} ({threads}); "
             f"torch {values('torch_version')}; {dates}")
 
 
@@ -237,13 +249,18 @@ def curve_spread(epochs: pd.DataFrame, by, metric: str = "train_loss") -> pd.Dat
                          "max_range": h["range"].max()})
 
 
-def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
+PAIRED_TESTS = ("wilcoxon", "t")
+
+
+def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0, test: str = "wilcoxon") -> dict:
     """Paired comparison of samples ``a`` and ``b`` (a[k] and b[k] share seed k): ``n`` pairs, the
     mean difference ``diff`` = mean(a - b), its 95% percentile-bootstrap interval ``lo``..``hi``
-    (``n_boot`` resamples of the pairs, generator seeded by ``seed``), and the two-sided exact
-    Wilcoxon signed-rank ``p`` (scipy's default: exact without ties or zeros for n <= 50, else the
-    normal approximation; 1.0 when every difference is zero). With n pairs and no ties the
-    smallest possible p is 2 / 2^n (0.0625 for 5 pairs)."""
+    (``n_boot`` resamples of the pairs, generator seeded by ``seed``), and a two-sided ``p``:
+    with ``test="wilcoxon"`` the Wilcoxon signed-rank test (scipy's default: exact without ties or
+    zeros for n <= 50, else the normal approximation), whose smallest possible p with n pairs and no
+    ties is 2 / 2^n (0.0625 for 5 pairs); with ``test="t"`` the paired t-test, t = mean(d) / (sd(d) /
+    sqrt n) on n - 1 degrees of freedom, which assumes roughly normal differences and can reach any p
+    (0 when every difference is the same nonzero number). p is 1.0 when every difference is zero."""
     from scipy import stats
 
     a = np.asarray(a, dtype=float)
@@ -254,11 +271,20 @@ def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0) -> dict:
         raise ValueError(f"a and b need at least 2 pairs, got {len(a)}")
     if not isinstance(n_boot, int) or n_boot < 100:
         raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    if test not in PAIRED_TESTS:
+        raise ValueError(f"test must be one of {PAIRED_TESTS}, got {test!r}")
     d = a - b
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    p = float(stats.wilcoxon(d).pvalue) if d.any() else 1.0  # exact for n <= 50 without ties or zeros
+    if not d.any():
+        p = 1.0
+    elif test == "wilcoxon":
+        p = float(stats.wilcoxon(d).pvalue)  # exact for n <= 50 without ties or zeros
+    elif (d == d[0]).all():
+        p = 0.0  # no spread: t is infinite
+    else:
+        p = float(2 * stats.t.sf(abs(d.mean()) / (d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1))
     return dict(n=len(d), diff=float(d.mean()), lo=float(lo), hi=float(hi), p=p)
 
 
@@ -318,7 +344,7 @@ def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test
     """Every group of ``by`` against its reference (the group with the settings of ``against``, e.g.
     ``{"rule": "additive"}``, and the same other columns of ``by``), paired on ``pair``: one row per
     comparison and metric (``metric``: a column or a list of them) with :func:`paired_difference`'s
-    n, diff, lo, hi and p, ``p_holm`` (Holm across every row: the family) and ``significant``
+    n, diff, lo, hi and p (``boot``: its n_boot, seed and test), ``p_holm`` (Holm across every row: the family) and ``significant``
     (p_holm < alpha). With several metrics the index starts with ``metric``. Pairs with a non-finite
     value (a diverged run) are left out, so ``n`` counts the pairs used; groups need ``by`` to make
     ``pair`` unique."""

@@ -145,9 +145,12 @@ RULE_STYLE = {
     "hybrid": dict(color="#009E73", marker="^"),          # bluish green
     "power": dict(color="#CC79A7", marker="D"),           # reddish purple
     "proportional": dict(color="#56B4E9", marker="v"),    # sky blue
+    "exponentiated": dict(color="#D55E00", marker="P"),   # vermillion: Madam's rule
+    "trust": dict(color="#999999", marker="X"),           # grey: Fromage's and LAMB's
 }
 OPTIMIZER_STYLE = {
     "sgd": dict(color="#000000", marker="o"),      # black
+    "adamw": dict(color="#56B4E9", marker="p"),    # sky blue
     "adam": dict(color="#D55E00", marker="s"),     # vermillion
     "adagrad": dict(color="#999999", marker="^"),  # grey
     "rmsprop": dict(color="#F0E442", marker="D"),  # yellow
@@ -286,9 +289,10 @@ class Records:
         from gofau.lab import analysis
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
-    def evaluation(self, planned: int, target_loss: float, horizon: int) -> Evaluation:
+    def evaluation(self, planned: int, target_loss: float, horizon: int, final: str = "test_acc") -> Evaluation:
         """The tuned grid's evaluation runs (its ``tune`` stage: every method at its pick, on the
-        evaluation seeds), with ``final`` (test accuracy, %) and the early phase of
+        evaluation seeds), with ``final`` (the last evaluation's ``final`` metric: ``test_acc`` in %, or a
+        language model's ``val_loss`` in nats) and the early phase of
         :func:`analysis.early_phase` (``target_loss`` and ``horizon`` fixed before the runs); ``planned``
         is the number of evaluation seeds the grid will run. Raises RuntimeError while no method has one."""
         from gofau.lab import analysis
@@ -296,7 +300,8 @@ class Records:
 
         by = list(METHOD)
         picked = self.picked(by)
-        runs = picked[picked["stage"] == "tune"].assign(final=lambda d: 100 * d["final_test_acc"])
+        percent = 100 if final.endswith("acc") else 1
+        runs = picked[picked["stage"] == "tune"].assign(final=lambda d: percent * d[f"final_{final}"])
         present = set(zip(self.runs["optimizer"], self.runs["rule"]))
         methods = [(o, r) for o in ordered("optimizer", self.runs["optimizer"])
                    for r in ordered("rule", self.runs["rule"]) if (o, r) in present]

@@ -15,6 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def initial_value(name: str) -> float | None:
+    """The value a parameter of :class:`GPT` named ``name`` starts at everywhere: 0 for biases and
+    LayerNorm shifts, 1 for LayerNorm gains, None for the randomly initialised matrices."""
+    if name.endswith("bias"):
+        return 0.0
+    return 1.0 if "ln" in name else None
+
+
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float):
         super().__init__()
@@ -58,10 +66,8 @@ class GPT(nn.Module):
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
         self.head.weight = self.wte.weight  # weight tying
         for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif "ln" in name:
-                nn.init.ones_(p)
+            if initial_value(name) is not None:
+                nn.init.constant_(p, initial_value(name))
             else:
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)

@@ -10,7 +10,7 @@ steps and a cosine decay to 1e-4, beta2 0.99, weight decay 0.1 on the matrices o
 A run is ``evals`` chunks of ``iters / evals`` steps. After each chunk the validation loss is
 measured on a fixed set of ``eval_windows`` windows, the chunk's metrics are appended to the
 record's ``epochs`` (one row per chunk: step, training loss, validation loss, time, sign flips,
-exact zeros) and a checkpoint is written. The training loss is logged every ``log_every`` steps.
+exact zeros, and how far the tensors that start at 0 or 1 have moved: :func:`initial_moves`) and a checkpoint is written. The training loss is logged every ``log_every`` steps.
 A short sample generated at the end is recorded too. Seed k draws the same windows for every
 method, so runs with the same seed are paired.
 
@@ -139,12 +139,12 @@ class LMConfig:
 
 
 def build_optimizer(cfg: LMConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer over two groups: matrices (with weight decay) and the tensors with
-    one dimension (biases, LayerNorm gains and shifts: no decay; under GOFAU, rule ``bias_rule``)."""
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
+    """The configured optimizer over two groups (``gofau.param_groups(select="bias_and_norm")``):
+    matrices (with weight decay) and the tensors with one dimension (biases, LayerNorm gains and
+    shifts: no decay; under GOFAU, rule ``bias_rule``)."""
     decay = 0.0 if cfg.optimizer in ("madam", "fromage") else cfg.weight_decay
-    groups = [{"params": matrices, "weight_decay": decay}, {"params": vectors, "weight_decay": 0.0}]
+    groups = gofau.param_groups(model, select="bias_and_norm", weight_decay=0.0)
+    groups[0]["weight_decay"] = decay
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
     if cfg.optimizer in RELATIVES:
@@ -280,7 +280,21 @@ def _train_chunk(cfg, model, opt, sched, ids, record, first: int, last: int, dev
     return dict(epoch=len(record["epochs"]) + 1, step=last, train_loss=total / (last - first),
                 train_time_s=time.perf_counter() - t0, lr_end=opt.param_groups[0]["lr"],
                 sign_flip_frac=sum(int((p.detach() * b < 0).sum()) for p, b in zip(model.parameters(), before)) / numel,
-                zero_frac=sum(int((p.detach() == 0).sum()) for p in model.parameters()) / numel)
+                zero_frac=sum(int((p.detach() == 0).sum()) for p in model.parameters()) / numel,
+                **initial_moves(model))
+
+
+def initial_moves(model) -> dict:
+    """Where the tensors that start at a constant have gone: over the entries that start at 0
+    (biases, LayerNorm shifts; ``zero_init_*``) and at 1 (LayerNorm gains; ``unit_init_*``), the
+    share no longer at that value (``*_moved_frac``) and the mean of |theta - theta_0| (``*_mean_dist``)."""
+    out = {}
+    for kind, start in (("zero_init", 0.0), ("unit_init", 1.0)):
+        ps = [p.detach() for name, p in model.named_parameters() if gpt.initial_value(name) == start]
+        n = sum(p.numel() for p in ps)
+        out[f"{kind}_moved_frac"] = sum(int((p != start).sum()) for p in ps) / n
+        out[f"{kind}_mean_dist"] = sum(float((p - start).abs().sum()) for p in ps) / n
+    return out
 
 
 def _progress(cfg, done):
