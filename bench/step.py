@@ -131,8 +131,13 @@ def main():
     unknown = set(args.families.split(",")) - set(FAMILIES)
     if unknown:
         parser.error(f"--families: unknown {sorted(unknown)}; choose from {list(FAMILIES)}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        parser.error(f"--device: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     if not args.warm_cache:  # a first step compiles as it would on a fresh machine, not from an earlier run's cache
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="gofau-bench-inductor-")
     shapes = [p.shape for p in torchvision.models.resnet18(num_classes=10).parameters()]
