@@ -200,6 +200,38 @@ def test_a_malformed_sweep_is_refused(sweep, msg):
         grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), sweep=dict(scale="lr", by=[2], seeds=[1])))
 
 
+def test_tune_across_evaluates_each_pick_under_other_settings_seed_by_seed(tmp_path):
+    across = [{"init": "he"}, {"init": "scaled", "init_scale": 0.1}]
+    spec = dict(base=dict(BASE, init="he"), grids=[dict(optimizer="sgd", rule=["additive", "multiplicative"],
+                                                        lr=[0.1, 0.2])],
+                tune=dict(over="lr", seeds=[1, 2], across=across))
+    configs = grid.expand(spec)
+    out = tmp_path / "results"
+    for c in configs:
+        _fake_record(out, c, c["lr"] if c["rule"] == "additive" else -c["lr"])  # picks: additive 0.2, mult 0.1
+    got = [(c["rule"], c["lr"], c["init"], c.get("init_scale"), c["seed"])
+           for c in grid.tuned(spec, grid.picks(spec, configs, out))]
+    assert got == [("additive", 0.2, "he", None, 1), ("additive", 0.2, "scaled", 0.1, 1),
+                   ("multiplicative", 0.1, "he", None, 1), ("multiplicative", 0.1, "scaled", 0.1, 1),
+                   ("additive", 0.2, "he", None, 2), ("additive", 0.2, "scaled", 0.1, 2),
+                   ("multiplicative", 0.1, "he", None, 2), ("multiplicative", 0.1, "scaled", 0.1, 2)]
+    from gofau.lab import analysis
+    ids = analysis.grid_ids(write(tmp_path, spec), out)
+    assert sum(stage == "tune" and picked for stage, picked in ids.values()) == 8
+
+
+@pytest.mark.parametrize("across, msg", [
+    ([], "tune.across must be a non-empty list"),
+    ([{"init": ["he", "default"]}], r"tune.across\[0\].init must be one value"),
+    ([{"initialisation": "he"}], r"unknown setting 'initialisation' in tune.across\[0\]"),
+    ([{"init": "he"}, {"lr": 0.5}], r"tune.across\[1\] sets lr: the seed and the tuned settings"),
+    ([{"seed": 3}], r"tune.across\[0\] sets seed"),
+])
+def test_a_malformed_across_is_refused(across, msg):
+    with pytest.raises(ValueError, match=msg):
+        grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over="lr", seeds=[1], across=across)))
+
+
 def test_tune_over_must_name_settings_and_extend_be_bounded():
     with pytest.raises(ValueError, match="tune.over must name a setting that defines a run"):
         grid.check_spec(dict(base=BASE, axes=dict(lr=[0.1]), tune=dict(over=["lr", "lr"], seeds=[1])))
@@ -224,10 +256,11 @@ def test_a_key_given_twice_in_a_grid_file_is_refused(tmp_path):
         grid.read_grid(path)
 
 
-def test_the_book_grids_are_valid():
+def test_the_book_grids_are_valid(tmp_path):
     from pathlib import Path
     for path in sorted((Path(__file__).resolve().parents[1] / "grids").glob("*.yaml")):
         grid.check_spec(grid.read_grid(path))
+        assert grid.run_grid(path, tmp_path / "results", dry_run=True)  # every run it implies is valid
 
 
 def test_two_workers_on_one_folder_run_each_configuration_once(tmp_path, monkeypatch):

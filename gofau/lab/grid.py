@@ -7,7 +7,9 @@ of such mappings, each a product of its own; the runs are their union, in order)
 ``tune`` stage follows: ``{over: lr, seeds: [1, 2]}`` picks (:func:`picks`), for each group of runs
 that differ only in ``over`` (one setting or a list, e.g. ``[lr, lr_in]``) and the seed, the values
 whose runs score best on average over their seeds (:func:`score`), once every run has a finished or
-failed record, then runs them with each listed seed. With ``extend: N``, a pick on the edge of a
+failed record, then runs them with each listed seed (and, with ``across: [{init: he}, {init: scaled,
+init_scale: 0.1}]``, under each of those settings too: step sizes tuned in one condition, evaluated in
+several). With ``extend: N``, a pick on the edge of a
 numeric axis first extends that axis one step beyond it (the same ratio as its last step), up to N
 times (:func:`extensions`), so that no pick is an artefact of where the grid stopped. An optional
 ``sweep`` stage comes last: ``{scale: [lr, lr_out], by: [0.5, 2], seeds: [1, 2]}`` reruns every pick
@@ -96,7 +98,7 @@ def read_grid(path: str | Path) -> dict:
 def check_spec(spec) -> None:
     """Checks a grid specification's shape before anything runs: known keys, a mapping of settings in
     ``base``, non-empty lists of values in ``axes`` (or in each mapping of ``grids``), and ``tune`` as
-    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>}``, and ``sweep`` as
+    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>, across: [<settings>, ...]}``, and ``sweep`` as
     ``{scale: <setting or list>, by: [<factor>, ...], seeds: [<tune seed>, ...]}``. Every configuration it implies is then checked by
     :func:`gofau.lab.config.validate`, in :func:`run_grid`."""
     if not isinstance(spec, dict):
@@ -118,9 +120,9 @@ def check_spec(spec) -> None:
             _settings(block, f"grids[{i}]", lists=True)
     tune = spec.get("tune")
     if tune is not None:
-        if not isinstance(tune, dict) or set(map(str, tune)) - {"over", "seeds", "extend"}:
-            raise ValueError(f"tune must be a mapping {{over: <setting(s)>, seeds: [<int>, ...], extend: <int>}}, "
-                             f"got {tune!r}")
+        if not isinstance(tune, dict) or set(map(str, tune)) - {"over", "seeds", "extend", "across"}:
+            raise ValueError(f"tune must be a mapping {{over: <setting(s)>, seeds: [<int>, ...], extend: <int>, "
+                             f"across: [<settings>, ...]}}, got {tune!r}")
         over = tune.get("over", "lr")
         names = _names(over)
         if (not isinstance(names, list) or not names or len(set(map(str, names))) != len(names)
@@ -134,6 +136,15 @@ def check_spec(spec) -> None:
         if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
             raise ValueError(f"tune.seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        across = tune.get("across", [{}])
+        if not isinstance(across, list) or not across:
+            raise ValueError(f"tune.across must be a non-empty list of mappings from setting to value, got {across!r}")
+        for i, block in enumerate(across):
+            _settings(block, f"tune.across[{i}]", lists=False)
+            fixed = sorted(set(block) & {"seed", *map(str, names)})
+            if fixed:
+                raise ValueError(f"tune.across[{i}] sets {', '.join(fixed)}: the seed and the tuned settings "
+                                 "come from the tune stage itself")
     if spec.get("sweep") is not None:
         _check_sweep(spec["sweep"], tune)
 
@@ -305,10 +316,12 @@ def tuning_configs(spec: dict, out: str | Path) -> list[dict]:
 
 
 def tuned(spec: dict, chosen: list[dict]) -> list[dict]:
-    """The tune stage's configurations: each of ``chosen`` (the grid's :func:`picks`) with each of the
-    tune stage's seeds, seed by seed (every pick on the first seed, then on the next), so a grid
-    stopped part-way leaves every method with the same seeds and its comparisons stay paired."""
-    return [{**c, "seed": s} for s in (spec.get("tune") or {}).get("seeds", []) for c in chosen]
+    """The tune stage's configurations: each of ``chosen`` (the grid's :func:`picks`) under each
+    setting of ``tune.across`` (default: as tuned) with each of the tune stage's seeds, seed by seed
+    (every pick on the first seed, then on the next), so a grid stopped part-way leaves every method
+    with the same seeds and its comparisons stay paired."""
+    tune = spec.get("tune") or {}
+    return [{**c, **a, "seed": s} for s in tune.get("seeds", []) for c in chosen for a in tune.get("across", [{}])]
 
 
 SWEEPABLE = ("lr", "lr_out", "bias_lr")  # step sizes a sweep may scale (lr_in is inside the tanh: not a step size)
@@ -582,8 +595,10 @@ def run_grid(path: str | Path, out: str | Path = "results", force: bool = False,
         spec["base"] = {**(spec.get("base") or {}), **overrides}
     configs = expand(spec)
     seeds = (spec.get("tune") or {}).get("seeds", [])
+    across = (spec.get("tune") or {}).get("across", [])
     elsewhere = jobs.executor != "inline"  # jobs may run where the devices differ from this machine's
-    for c in configs + [{**configs[0], "seed": s} for s in seeds]:  # the tune stage's settings too
+    for c in configs + [{**configs[0], "seed": s} for s in seeds] + [{**configs[0], **a} for a in across]:
+        # the tune stage's settings too
         cfg = make(c)
         validate(cfg, here=not (elsewhere or dry_run))
         if elsewhere and cfg.device == "auto":
