@@ -47,7 +47,8 @@ def _timed(fn, steps, warmup, device):
     return (time.perf_counter() - t) / steps
 
 
-def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compile_model):
+def arch_steps(arch, device, width, batch_size, image_size, compile_model):
+    """(model, train_step, eval_step) for ``arch``: the trainer's steps on one batch of random images."""
     torch.manual_seed(0)
     model = models.build(arch, 10, width, image_size).to(device)
     if device.type == "cuda":
@@ -60,6 +61,7 @@ def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compi
     gen = torch.Generator().manual_seed(0)
 
     def train_step():
+        model.train()
         with _autocast(device):
             out = forward(_prepare(data.augment(x, gen), mean, std, device.type == "cuda"))
             loss = F.cross_entropy(out.float(), y)
@@ -68,16 +70,34 @@ def bench_arch(arch, device, width, batch_size, image_size, steps, warmup, compi
         opt.step()
 
     def eval_step():
+        model.eval()
         with torch.no_grad(), _autocast(device):
             forward(_prepare(x, mean, std, device.type == "cuda")).float()
 
-    model.train()
-    t_train = _timed(train_step, steps, warmup, device)
-    model.eval()
-    t_eval = _timed(eval_step, steps, warmup, device)
-    return dict(arch=arch, params_M=sum(p.numel() for p in model.parameters()) / 1e6,
-                train_img_s=batch_size / t_train, eval_img_s=batch_size / t_eval,
-                cifar_epoch_s=50_000 / (batch_size / t_train))
+    return model, train_step, eval_step
+
+
+def bench_archs(archs, device, width, batch_size, image_size, steps, warmup, compile_model, rounds=1):
+    """Per architecture: parameters, training and evaluation images/s (medians over ``rounds``) and the
+    training step's median, lowest and highest milliseconds. The rounds interleave the architectures
+    (each is timed once per round, ``steps`` steps after ``warmup`` untimed ones), so a change in the
+    machine's load falls on all of them alike and their ratios stay comparable."""
+    built = {a: arch_steps(a, device, width, batch_size, image_size, compile_model) for a in archs}
+    train_s = {a: [] for a in archs}
+    eval_s = {a: [] for a in archs}
+    for _ in range(rounds):
+        for a in archs:
+            _, train_step, eval_step = built[a]
+            train_s[a].append(_timed(train_step, steps, warmup, device))
+            eval_s[a].append(_timed(eval_step, steps, warmup, device))
+    rows = []
+    for a in archs:
+        t, e = statistics.median(train_s[a]), statistics.median(eval_s[a])
+        rows.append(dict(arch=a, params_M=sum(p.numel() for p in built[a][0].parameters()) / 1e6,
+                         train_img_s=batch_size / t, eval_img_s=batch_size / e, cifar_epoch_s=50_000 * t / batch_size,
+                         train_step_ms=1000 * t, train_step_ms_min=1000 * min(train_s[a]),
+                         train_step_ms_max=1000 * max(train_s[a]), rounds=rounds))
+    return rows
 
 
 SHARE_CASES = [  # (label, factory): the book's SGD recipe (Nesterov momentum 0.9) under each rule and path
@@ -139,6 +159,8 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=32, help="32 (CIFAR) or 64 (Tiny ImageNet)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 3 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 1 on CPU)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time the architectures in this many interleaved rounds and report medians (default 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--decode", action="store_true", help="time a cold decode of the CIFAR-10 JPEG copy")
@@ -147,6 +169,8 @@ def main(argv=None):
                    help="only the share of a training step that the optimizer takes, for the book's CPU recipe, "
                         "per rule and path (torch's fused SGD for scale)")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if args.threads:
@@ -167,7 +191,7 @@ def main(argv=None):
 
     head = dict(device=device_name(device), torch=torch.__version__, python=platform.python_version(),
                 threads=torch.get_num_threads() if not cuda else None, batch_size=bs, width=args.width,
-                image_size=args.image_size, steps=steps, compile=args.compile,
+                image_size=args.image_size, steps=steps, rounds=args.rounds, compile=args.compile,
                 precision="bf16 autocast, channels_last" if cuda else "float32")
     out = dict(header=head, pipeline={}, archs=[])
     out["pipeline"]["augment_normalize_img_s"] = bench_pipeline(device, max(bs, 512), max(steps, 5))
@@ -187,13 +211,15 @@ def main(argv=None):
         print(" | ".join(f"{k}: {v}" for k, v in head.items()))
         for k, v in out["pipeline"].items():
             print(f"{k}: {v:,.1f}" if v > 100 else f"{k}: {v:.2f}")
-        print(f"{'arch':<10} {'params(M)':>9} {'train img/s':>12} {'eval img/s':>11} {'CIFAR epoch (s)':>16}")
-    for arch in args.archs:
-        r = bench_arch(arch, device, args.width, bs, args.image_size, steps, warmup, args.compile)
-        out["archs"].append(r)
-        if not args.json:
-            print(f"{arch:<10} {r['params_M']:>9.2f} {r['train_img_s']:>12,.1f} {r['eval_img_s']:>11,.1f} "
-                  f"{r['cifar_epoch_s']:>16,.1f}", flush=True)
+        print(f"{'arch':<10} {'params(M)':>9} {'train img/s':>12} {'eval img/s':>11} {'CIFAR epoch (s)':>16} "
+              f"{'step ms (min-max)':>20}")
+    out["archs"] = bench_archs(args.archs, device, args.width, bs, args.image_size, steps, warmup, args.compile,
+                               args.rounds)
+    if not args.json:
+        for r in out["archs"]:
+            print(f"{r['arch']:<10} {r['params_M']:>9.2f} {r['train_img_s']:>12,.1f} {r['eval_img_s']:>11,.1f} "
+                  f"{r['cifar_epoch_s']:>16,.1f} {r['train_step_ms']:>8.1f} ({r['train_step_ms_min']:.1f}-"
+                  f"{r['train_step_ms_max']:.1f})")
     if args.json:
         print(json.dumps(out, indent=1))
     return 0

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-STEP = Path(__file__).resolve().parents[1] / "bench" / "step.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def run(*args):
-    return subprocess.run([sys.executable, str(STEP), *args], capture_output=True, text=True, timeout=120)
+def run(*args, script="step.py"):
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -27,3 +27,8 @@ def test_bad_arguments_are_refused_naming_them(args, message):
 def test_the_cuda_table_without_a_cuda_device_says_so():
     out = run("--device", "cuda")
     assert out.returncode == 2 and "this machine has no CUDA device; use --device cpu" in out.stderr
+
+
+def test_the_training_benchmark_refuses_zero_rounds():
+    out = run("--rounds", "0", script="train.py")
+    assert out.returncode == 2 and "--rounds must be at least 1, got 0" in out.stderr
