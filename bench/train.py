@@ -47,11 +47,11 @@ def _timed(fn, steps, warmup, device):
     return (time.perf_counter() - t) / steps
 
 
-def arch_steps(arch, device, width, batch_size, image_size, compile_model):
+def arch_steps(arch, device, width, batch_size, image_size, compile_model, channels_last):
     """(model, train_step, eval_step) for ``arch``: the trainer's steps on one batch of random images."""
     torch.manual_seed(0)
     model = models.build(arch, 10, width, image_size).to(device)
-    if device.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(TrainConfig(optimizer="sgd", rule="hybrid", lr=0.01, lr_out=0.1), model)
     forward = torch.compile(model) if compile_model else model
@@ -63,7 +63,7 @@ def arch_steps(arch, device, width, batch_size, image_size, compile_model):
     def train_step():
         model.train()
         with _autocast(device):
-            out = forward(_prepare(data.augment(x, gen), mean, std, device.type == "cuda"))
+            out = forward(_prepare(data.augment(x, gen), mean, std, channels_last))
             loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -72,17 +72,17 @@ def arch_steps(arch, device, width, batch_size, image_size, compile_model):
     def eval_step():
         model.eval()
         with torch.no_grad(), _autocast(device):
-            forward(_prepare(x, mean, std, device.type == "cuda")).float()
+            forward(_prepare(x, mean, std, channels_last)).float()
 
     return model, train_step, eval_step
 
 
-def bench_archs(archs, device, width, batch_size, image_size, steps, warmup, compile_model, rounds=1):
+def bench_archs(archs, device, width, batch_size, image_size, steps, warmup, compile_model, channels_last, rounds=1):
     """Per architecture: parameters, training and evaluation images/s (medians over ``rounds``) and the
     training step's median, lowest and highest milliseconds. The rounds interleave the architectures
     (each is timed once per round, ``steps`` steps after ``warmup`` untimed ones), so a change in the
     machine's load falls on all of them alike and their ratios stay comparable."""
-    built = {a: arch_steps(a, device, width, batch_size, image_size, compile_model) for a in archs}
+    built = {a: arch_steps(a, device, width, batch_size, image_size, compile_model, channels_last) for a in archs}
     train_s = {a: [] for a in archs}
     eval_s = {a: [] for a in archs}
     for _ in range(rounds):
@@ -162,6 +162,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=1,
                    help="time the architectures in this many interleaved rounds and report medians (default 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on CUDA only, as the trainer)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--decode", action="store_true", help="time a cold decode of the CIFAR-10 JPEG copy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -176,6 +178,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     bs = args.batch_size or (512 if cuda else 32)
+    channels_last = cuda if args.channels_last is None else args.channels_last
     steps = args.steps or (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     if cuda:
@@ -192,7 +195,8 @@ def main(argv=None):
     head = dict(device=device_name(device), torch=torch.__version__, python=platform.python_version(),
                 threads=torch.get_num_threads() if not cuda else None, batch_size=bs, width=args.width,
                 image_size=args.image_size, steps=steps, rounds=args.rounds, compile=args.compile,
-                precision="bf16 autocast, channels_last" if cuda else "float32")
+                channels_last=channels_last,
+                precision="bf16 autocast" if cuda else "float32")
     out = dict(header=head, pipeline={}, archs=[])
     out["pipeline"]["augment_normalize_img_s"] = bench_pipeline(device, max(bs, 512), max(steps, 5))
     t = time.perf_counter()
@@ -214,7 +218,7 @@ def main(argv=None):
         print(f"{'arch':<10} {'params(M)':>9} {'train img/s':>12} {'eval img/s':>11} {'CIFAR epoch (s)':>16} "
               f"{'step ms (min-max)':>20}")
     out["archs"] = bench_archs(args.archs, device, args.width, bs, args.image_size, steps, warmup, args.compile,
-                               args.rounds)
+                               channels_last, args.rounds)
     if not args.json:
         for r in out["archs"]:
             print(f"{r['arch']:<10} {r['params_M']:>9.2f} {r['train_img_s']:>12,.1f} {r['eval_img_s']:>11,.1f} "
