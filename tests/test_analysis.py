@@ -223,6 +223,12 @@ def test_paired_comparisons_with_several_metrics_correct_across_all():
     assert list(t.index) == [("a", "hybrid"), ("b", "hybrid")]
     assert t.loc[("a", "hybrid"), "p"] == pytest.approx(2 / 2**7) and t.loc[("b", "hybrid"), "p"] == 1.0
     assert t.loc[("a", "hybrid"), "p_holm"] == pytest.approx(2 * 2 / 2**7)  # two comparisons in the family
+    # no pair yet (one seed): an empty family that still has the levels of a full one, so chapters can
+    # concatenate it with others and drop its levels in any state of a grid
+    one = A.paired_comparisons(pd.DataFrame(rows[:1] + rows[7:8]), "rule", {"rule": "additive"}, metric=["a", "b"])
+    assert one.empty and one.index.names == ["metric", "rule"]
+    assert pd.concat({"x": one, "y": t}, names=["against"]).index.nlevels == 3
+    assert A.paired_comparisons(pd.DataFrame(rows[:1]), ["rule"], {"rule": "additive"}, "a").index.names == ["rule"]
 
 
 def test_spread_comparisons_is_brown_forsythe_against_the_reference():

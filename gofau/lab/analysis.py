@@ -331,8 +331,10 @@ def _against(runs: pd.DataFrame, by: list, against: dict):
 def _family(rows: dict, by: list, columns: list, alpha: float, one_metric: bool) -> pd.DataFrame:
     """Rows keyed by (metric, *by) as a table with Holm's correction across all of them; the
     ``metric`` level is dropped when the caller asked for one metric."""
-    if not rows:
-        return pd.DataFrame(columns=[*columns, "p_holm", "significant"])
+    if not rows:  # empty, with the index levels a full family has, so it concatenates and drops levels alike
+        names = by if one_metric else ["metric", *by]
+        return pd.DataFrame(columns=[*columns, "p_holm", "significant"],
+                            index=pd.MultiIndex.from_tuples([], names=names) if len(names) > 1 else pd.Index([], name=by[0]))
     out = pd.DataFrame(list(rows.values()), index=pd.MultiIndex.from_tuples(list(rows), names=["metric", *by]))
     out["p_holm"] = holm(out["p"])
     out["significant"] = out["p_holm"] < alpha
