@@ -149,7 +149,7 @@ def describe_records(out: str | Path, ids) -> str:
     else:
         nets = ", ".join(f"{a} (width {w:g})" for a, w in sorted(set(zip(runs["arch"], runs["width"]))))
         data = f"{values('n_train', count)} training / {values('n_test', count)} test images"
-        length = f"{values('epochs', str, runs)} epoch(s)"
+        length = f"{values('epochs', count, runs)} epoch(s)"
     when = sorted(d for d in info["finished"].dropna())
     dates = "unknown dates"
     if when:
