@@ -333,8 +333,8 @@ def _family(rows: dict, by: list, columns: list, alpha: float, one_metric: bool)
     ``metric`` level is dropped when the caller asked for one metric."""
     if not rows:  # empty, with the index levels a full family has, so it concatenates and drops levels alike
         names = by if one_metric else ["metric", *by]
-        return pd.DataFrame(columns=[*columns, "p_holm", "significant"],
-                            index=pd.MultiIndex.from_tuples([], names=names) if len(names) > 1 else pd.Index([], name=by[0]))
+        index = pd.MultiIndex.from_tuples([], names=names) if len(names) > 1 else pd.Index([], name=names[0])
+        return pd.DataFrame(columns=[*columns, "p_holm", "significant"], index=index)
     out = pd.DataFrame(list(rows.values()), index=pd.MultiIndex.from_tuples(list(rows), names=["metric", *by]))
     out["p_holm"] = holm(out["p"])
     out["significant"] = out["p_holm"] < alpha
@@ -346,10 +346,10 @@ def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test
     """Every group of ``by`` against its reference (the group with the settings of ``against``, e.g.
     ``{"rule": "additive"}``, and the same other columns of ``by``), paired on ``pair``: one row per
     comparison and metric (``metric``: a column or a list of them) with :func:`paired_difference`'s
-    n, diff, lo, hi and p (``boot``: its n_boot, seed and test), ``p_holm`` (Holm across every row: the family) and ``significant``
-    (p_holm < alpha). With several metrics the index starts with ``metric``. Pairs with a non-finite
-    value (a diverged run) are left out, so ``n`` counts the pairs used; groups need ``by`` to make
-    ``pair`` unique."""
+    n, diff, lo, hi and p (``boot``: its n_boot, seed and test), ``p_holm`` (Holm across every row:
+    the family) and ``significant`` (p_holm < alpha). With several metrics the index starts with
+    ``metric``. Pairs with a non-finite value (a diverged run) are left out, so ``n`` counts the pairs
+    used; groups need ``by`` to make ``pair`` unique."""
     by = _by(by)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     _need(runs, [*by, pair, *metrics, *against], "runs")

@@ -9,9 +9,9 @@ that differ only in ``over`` (one setting or a list, e.g. ``[lr, lr_in]``) and t
 whose runs score best on average over their seeds (:func:`score`), once every run has a finished or
 failed record, then runs them with each listed seed (and, with ``across: [{init: he}, {init: scaled,
 init_scale: 0.1}]``, under each of those settings too: step sizes tuned in one condition, evaluated in
-several). With ``extend: N``, a pick on the edge of a
-numeric axis first extends that axis one step beyond it (the same ratio as its last step), up to N
-times (:func:`extensions`), so that no pick is an artefact of where the grid stopped. An optional
+several). With ``extend: N``, a pick on the edge of a numeric axis first extends that axis one step
+beyond it (the same ratio as its last step), up to N times (:func:`extensions`), so that no pick is
+an artefact of where the grid stopped. An optional
 ``sweep`` stage comes last: ``{scale: [lr, lr_out], by: [0.5, 2], seeds: [1, 2]}`` reruns every pick
 with those step sizes multiplied by each factor, on seeds of the tune stage (:func:`swept`), so the
 chapters can show how each method's result changes with its whole step scale, against the tune
@@ -98,9 +98,9 @@ def read_grid(path: str | Path) -> dict:
 def check_spec(spec) -> None:
     """Checks a grid specification's shape before anything runs: known keys, a mapping of settings in
     ``base``, non-empty lists of values in ``axes`` (or in each mapping of ``grids``), and ``tune`` as
-    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>, across: [<settings>, ...]}``, and ``sweep`` as
-    ``{scale: <setting or list>, by: [<factor>, ...], seeds: [<tune seed>, ...]}``. Every configuration it implies is then checked by
-    :func:`gofau.lab.config.validate`, in :func:`run_grid`."""
+    ``{over: <setting or list>, seeds: [<int>, ...], extend: <int>, across: [<settings>, ...]}``, and
+    ``sweep`` as ``{scale: <setting or list>, by: [<factor>, ...], seeds: [<tune seed>, ...]}``. Every
+    configuration it implies is then checked by :func:`gofau.lab.config.validate`, in :func:`run_grid`."""
     if not isinstance(spec, dict):
         raise ValueError("a grid must be a mapping with 'base' and 'axes' or 'grids'")
     unknown = sorted(set(map(str, spec)) - set(TOP_LEVEL))

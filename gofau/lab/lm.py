@@ -10,7 +10,8 @@ steps and a cosine decay to 1e-4, beta2 0.99, weight decay 0.1 on the matrices o
 A run is ``evals`` chunks of ``iters / evals`` steps. After each chunk the validation loss is
 measured on a fixed set of ``eval_windows`` windows, the chunk's metrics are appended to the
 record's ``epochs`` (one row per chunk: step, training loss, validation loss, time, sign flips,
-exact zeros, and how far the tensors that start at 0 or 1 have moved: :func:`initial_moves`) and a checkpoint is written. The training loss is logged every ``log_every`` steps.
+exact zeros, and how far the tensors that start at 0 or 1 have moved: :func:`initial_moves`) and a
+checkpoint is written. The training loss is logged every ``log_every`` steps.
 A short sample generated at the end is recorded too. Seed k draws the same windows for every
 method, so runs with the same seed are paired.
 
