@@ -48,7 +48,8 @@ def _timed(fn, steps, warmup, device):
 
 
 def arch_steps(arch, device, width, batch_size, image_size, compile_model, channels_last):
-    """(model, train_step, eval_step) for ``arch``: the trainer's steps on one batch of random images."""
+    """(model, train_step, eval_step) for ``arch``: the trainer's steps on one batch of random images
+    (set the model's mode, ``model.train()`` or ``model.eval()``, before timing either)."""
     torch.manual_seed(0)
     model = models.build(arch, 10, width, image_size).to(device)
     if channels_last:
@@ -61,7 +62,6 @@ def arch_steps(arch, device, width, batch_size, image_size, compile_model, chann
     gen = torch.Generator().manual_seed(0)
 
     def train_step():
-        model.train()
         with _autocast(device):
             out = forward(_prepare(data.augment(x, gen), mean, std, channels_last))
             loss = F.cross_entropy(out.float(), y)
@@ -70,7 +70,6 @@ def arch_steps(arch, device, width, batch_size, image_size, compile_model, chann
         opt.step()
 
     def eval_step():
-        model.eval()
         with torch.no_grad(), _autocast(device):
             forward(_prepare(x, mean, std, channels_last)).float()
 
@@ -87,8 +86,10 @@ def bench_archs(archs, device, width, batch_size, image_size, steps, warmup, com
     eval_s = {a: [] for a in archs}
     for _ in range(rounds):
         for a in archs:
-            _, train_step, eval_step = built[a]
+            model, train_step, eval_step = built[a]
+            model.train()
             train_s[a].append(_timed(train_step, steps, warmup, device))
+            model.eval()
             eval_s[a].append(_timed(eval_step, steps, warmup, device))
     rows = []
     for a in archs:

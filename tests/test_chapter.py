@@ -171,6 +171,8 @@ def test_table_text_is_stable_and_html_is_styled():
 
 def test_interval_and_styles():
     assert chapter.interval(0.4, -0.2, 1.0) == "+0.4 points (95% CI \u22120.2 to +1.0)"
+    assert [chapter.label(k) for k in (("sgd", "hybrid"), ("adamw", "additive"), ("lamb", "trust"))] == [
+        "sgd / hybrid", "AdamW", "LAMB"]
     assert chapter.ordered("rule", ["hybrid", "additive", "hybrid"]) == ["additive", "hybrid"]
     assert chapter.palette("rule", ["additive"]) == {"additive": chapter.RULE_STYLE["additive"]["color"]}
     colours = [s["color"] for s in chapter.RULE_STYLE.values()]

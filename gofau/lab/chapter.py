@@ -334,8 +334,14 @@ METHOD = ("optimizer", "rule")
 
 
 def label(method) -> str:
-    """"sgd / hybrid": a method's name in tables and prose."""
-    return " / ".join(map(str, method))
+    """"sgd / hybrid": a method's name in tables and prose; an optimizer that updates by its own rule
+    (AdamW, the relatives) by its class's name alone, e.g. "LAMB"."""
+    import torch
+
+    from gofau.relatives import RELATIVES
+
+    own = {"adamw": torch.optim.AdamW, **RELATIVES}.get(method[0])
+    return own.__name__ if own is not None else " / ".join(map(str, method))
 
 
 @dataclass

@@ -66,8 +66,9 @@ class GPT(nn.Module):
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
         self.head.weight = self.wte.weight  # weight tying
         for name, p in self.named_parameters():
-            if initial_value(name) is not None:
-                nn.init.constant_(p, initial_value(name))
+            start = initial_value(name)
+            if start is not None:
+                nn.init.constant_(p, start)
             else:
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
