@@ -254,6 +254,51 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
     assert ev.n_seeds.tolist() == [2, 2] and ev.status == "All 2 evaluation seeds of every method have finished."
 
 
+ACROSS = """
+base: {dataset: cifar10-jpeg, width: 0.25, epochs: 1, device: cpu, limit: 64, test_limit: 32, optimizer: sgd,
+       rule: additive, init: he}
+grids:
+  - {arch: [resnet9, airnet], lr: [0.1, 0.2]}
+tune:
+  over: lr
+  seeds: [1]
+  across: [{init: he}, {init: scaled, init_scale: 0.1}]
+"""
+
+
+def test_evaluation_compares_configurations_a_pick_per_network_rerun_across_inits(tmp_path):
+    from gofau.lab import records
+    from gofau.lab.config import TrainConfig, identity, run_id
+    grid = tmp_path / "g.yaml"
+    grid.write_text(ACROSS)
+    out = tmp_path / "results"
+
+    def save(arch, lr, seed, val, init="he", scale=1.0):
+        cfg = TrainConfig(dataset="cifar10-jpeg", arch=arch, width=0.25, epochs=1, device="cpu", limit=64,
+                          test_limit=32, optimizer="sgd", rule="additive", init=init, init_scale=scale, lr=lr,
+                          seed=seed)
+        records.save(dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=seed, optimizer_code="c",
+                          epochs=[dict(epoch=1, val_acc=val, test_acc=val)],
+                          steps=dict(columns=["step", "train_loss", "train_time_s"], rows=[[10, 1.0, 1.0]])), out)
+
+    save("resnet9", 0.1, 0, 0.5)
+    save("resnet9", 0.2, 0, 0.6)  # resnet9's pick: 0.2; airnet's tuning has not finished
+    save("airnet", 0.1, 0, 0.7)
+    save("resnet9", 0.2, 1, 0.8)
+    save("resnet9", 0.2, 1, 0.3, init="scaled", scale=0.1)
+    save("resnet9", 0.1, 1, 0.9, init="scaled", scale=0.1)  # not the pick: left out
+    rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
+    with pytest.raises(ValueError, match=r"settings \['init_scale'\] must be columns .* without missing values"):
+        rec.evaluation(planned=1, target_loss=1.5, horizon=10, settings=("arch", "init", "init_scale"))
+    rec.runs["init_scale"] = rec.runs.init_scale.fillna(1.0)  # he ignores the scale: x1
+    ev = rec.evaluation(planned=1, target_loss=1.5, horizon=10, settings=("arch", "init", "init_scale"))
+    assert ev.order == [("sgd", "additive", "resnet9", "he", 1.0), ("sgd", "additive", "resnet9", "scaled", 0.1)]
+    assert ev.runs.set_index("init").final.to_dict() == {"he": pytest.approx(80.0), "scaled": pytest.approx(30.0)}
+    assert ev.picks.loc[("sgd", "additive", "resnet9"), "lr"] == 0.2  # tuned per network, not per init
+    assert "the tuning of sgd / additive, arch airnet, init he, init_scale 1.0" in ev.status
+    assert "evaluation seeds per configuration" in ev.status
+
+
 def test_evaluation_without_a_finished_seed_says_so(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text(TUNED)

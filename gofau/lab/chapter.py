@@ -289,22 +289,33 @@ class Records:
         from gofau.lab import analysis
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
-    def evaluation(self, planned: int, target_loss: float, horizon: int, final: str = "test_acc") -> Evaluation:
-        """The tuned grid's evaluation runs (its ``tune`` stage: every method at its pick, on the
+    def evaluation(self, planned: int, target_loss: float, horizon: int, final: str = "test_acc",
+                   settings: tuple = ()) -> Evaluation:
+        """The tuned grid's evaluation runs (its ``tune`` stage: every configuration at its pick, on the
         evaluation seeds), with ``final`` (the last evaluation's ``final`` metric: ``test_acc`` in %, or a
         language model's ``val_loss`` in nats) and the early phase of
         :func:`analysis.early_phase` (``target_loss`` and ``horizon`` fixed before the runs); ``planned``
-        is the number of evaluation seeds the grid will run. Raises RuntimeError while no method has one."""
-        from gofau.lab import analysis
+        is the number of evaluation seeds the grid will run. A configuration is a method (:data:`METHOD`)
+        and its values of ``settings`` (e.g. ``("arch",)`` for a pick per network); a setting of the
+        grid's ``tune.across`` (e.g. ``init``) reruns the pick tuned without it. Raises RuntimeError while
+        no configuration has an evaluation seed."""
+        from gofau.lab import analysis, grid
         from gofau.lab import records as R
 
-        by = list(METHOD)
-        picked = self.picked(by)
+        by = [*METHOD, *settings]
+        missing = [c for c in settings if c not in self.runs or self.runs[c].isna().any()]
+        if missing:
+            raise ValueError(f"settings {missing} must be columns of the runs without missing values (a setting a "
+                             "run's choices ignore is recorded as missing: fill it with the value it stands for)")
+        across = {k for g in self.grids for a in (grid.read_grid(ROOT / g).get("tune") or {}).get("across", [])
+                  for k in a}
+        tuned = [c for c in by if c not in across]  # the settings each pick was tuned for
+        picked = self.picked(tuned)
         percent = 100 if final.endswith("acc") else 1
         runs = picked[picked["stage"] == "tune"].assign(final=lambda d: percent * d[f"final_{final}"])
-        present = set(zip(self.runs["optimizer"], self.runs["rule"]))
-        methods = [(o, r) for o in ordered("optimizer", self.runs["optimizer"])
-                   for r in ordered("rule", self.runs["rule"]) if (o, r) in present]
+        rank = {c: {v: i for i, v in enumerate(ordered(c, self.runs[c]))} for c in METHOD}
+        methods = sorted(set(map(tuple, self.runs[by].itertuples(index=False))),
+                         key=lambda k: tuple(rank[c][v] if c in rank else v for c, v in zip(by, k)))
         n_seeds = runs.groupby(by)["seed"].nunique().reindex(methods, fill_value=0)
         order = [k for k in methods if n_seeds[k] > 0]
         if not order:
@@ -312,18 +323,23 @@ class Records:
         steps = R.load_steps(self.out)
         steps = steps[steps["id"].isin(runs["id"])].reset_index(drop=True)
         runs = runs.merge(analysis.early_phase(steps, target_loss, horizon), on="id")
-        picks = picked[picked["stage"] == "grid"].set_index(by)
-        tuning = [label(k) for k in methods if k not in picks.index]
-        waiting = [label(k) for k in methods if k in picks.index and k not in order]
+        picks = picked[picked["stage"] == "grid"].set_index(tuned)
+
+        def name(k):
+            return ", ".join([label(k[:2]), *(f"{c} {v}" for c, v in zip(settings, k[2:]))])
+
+        tuning = [name(k) for k in methods if tuple(v for c, v in zip(by, k) if c in tuned) not in picks.index]
+        waiting = [name(k) for k in methods if name(k) not in tuning and k not in order]
         low, high = int(n_seeds[order].min()), int(n_seeds[order].max())
         seeds = f"{low}" if low == high else f"{low} to {high}"
-        status = (f"All {planned} evaluation seeds of every method have finished." if low >= planned and not (
+        what, sep = ("configuration", "; ") if settings else ("method", ", ")
+        status = (f"All {planned} evaluation seeds of every {what} have finished." if low >= planned and not (
             waiting or tuning) else
-            f"The grid is still running: {seeds} of the {planned} evaluation seeds per method have finished, and "
-            "every number below is computed from those (the seeds run one at a time for all methods, so the "
+            f"The grid is still running: {seeds} of the {planned} evaluation seeds per {what} have finished, and "
+            f"every number below is computed from those (the seeds run one at a time for all {what}s, so the "
             "comparisons stay paired)"
-            + (f"; {', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} no evaluation seed yet" if waiting else "")
-            + (f"; the tuning of {', '.join(tuning)} is still running" if tuning else "")
+            + (f"; {sep.join(waiting)} {'has' if len(waiting) == 1 else 'have'} no evaluation seed yet" if waiting else "")
+            + (f"; the tuning of {sep.join(tuning)} is still running" if tuning else "")
             + (", so the tables below leave them out" if waiting or tuning else "")
             + ". This page is rebuilt from the records as they are committed.")
         return Evaluation(picks, runs, steps, methods, order, n_seeds, status)
@@ -348,17 +364,18 @@ def label(method) -> str:
 class Evaluation:
     """A tuned grid's evaluation, as its chapters read it (see :meth:`Records.evaluation`)."""
 
-    picks: pd.DataFrame    # each method's tuning run at its pick (the tuning seed), indexed by METHOD, with ``tried``
+    picks: pd.DataFrame    # each tuning group's run at its pick (the tuning seed), indexed by the tuned settings,
+                           # with ``tried``
     runs: pd.DataFrame     # the finished evaluation runs, with ``final`` and the early-phase columns
     steps: pd.DataFrame    # their training-loss logs
-    methods: list          # every method of the grid, in the book's order of optimizers and rules
-    order: list            # the methods with at least one finished evaluation seed
-    n_seeds: pd.Series     # finished evaluation seeds per method of ``methods``
+    methods: list          # every configuration of the grid (a method, then its settings), in the book's order
+    order: list            # the configurations with at least one finished evaluation seed
+    n_seeds: pd.Series     # finished evaluation seeds per configuration of ``methods``
     status: str            # a paragraph for the page: how far the grid has come
 
     @property
     def n_min(self) -> int:
-        """The fewest finished evaluation seeds of a method shown."""
+        """The fewest finished evaluation seeds of a configuration shown."""
         return int(self.n_seeds[self.order].min())
 
 
