@@ -53,7 +53,7 @@ def arch_steps(arch, device, width, batch_size, image_size, compile_model, chann
     torch.manual_seed(0)
     model = models.build(arch, 10, width, image_size).to(device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = models.channels_last(model, device)
     opt = build_optimizer(TrainConfig(optimizer="sgd", rule="hybrid", lr=0.01, lr_out=0.1), model)
     forward = torch.compile(model) if compile_model else model
     x = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)

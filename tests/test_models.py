@@ -112,3 +112,13 @@ def test_without_batchnorm_the_network_keeps_its_convolutions(arch):
     assert without(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="norm must be one of"):
         models.build(arch, norm="layer")
+
+
+def test_channels_last_refuses_a_cpu_kernel_that_corrupts_memory():
+    # resnet18 at width 1/16: its first shortcut is a 1x1 stride-2 convolution from 4 channels
+    with pytest.raises(ValueError, match=r"channels_last: convolution features\.3\.short\.0 \(1x1, stride 2\) has 4 "
+                                         r"input channels.*use channels_last false"):
+        models.channels_last(models.build("resnet18", width=0.0625), torch.device("cpu"))
+    model = models.channels_last(models.build("resnet18", width=0.25), torch.device("cpu"))  # 16 channels: fine
+    assert model.features[3].short[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert models.channels_last(models.build("airnet", width=0.0625), torch.device("cpu")) is not None  # no 1x1 stride 2

@@ -239,3 +239,19 @@ def build(arch: str, num_classes: int = 10, width: float = 1.0, image_size: int 
         block, layers = _RESNETS[arch]
         model = ResNet(block, layers, num_classes, width, image_size, norm)
     return init_weights(model, init, init_scale)
+
+
+def channels_last(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in the channels_last memory format. On a CPU it refuses a 1x1 convolution of stride > 1
+    with fewer input channels than oneDNN's channel block (8 floats with AVX2, 16 with AVX-512): its
+    channels_last weight gradient writes past its buffer there (oneDNN issue 6035), which crashes the
+    process or, on some CPUs, silently corrupts the gradient. ResNets below width 0.125 have one."""
+    if device.type == "cpu":
+        block = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < block:
+                raise ValueError(f"channels_last: convolution {name} (1x1, stride {m.stride[0]}) has {m.in_channels} "
+                                 f"input channels, fewer than the {block} that oneDNN's channels_last kernels handle "
+                                 "correctly on this CPU; use channels_last false, or a width that gives it at least "
+                                 f"{block}")
+    return model.to(memory_format=torch.channels_last)

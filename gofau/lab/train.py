@@ -167,7 +167,7 @@ def _setup(cfg: TrainConfig, rid: str) -> _Run:
                          cfg.norm).to(device)
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = models.channels_last(model, device)
     opt = build_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(ds.train_y) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps_per_epoch * cfg.epochs))
