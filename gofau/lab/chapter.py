@@ -244,7 +244,7 @@ def glue(name: str, value) -> None:
 
 # ---------------------------------------------------------------- a grid's records
 
-SCALE_NAMES = {"gpu": "full-scale GPU runs", "cpu": "reduced-scale CPU runs"}
+SCALE_NAMES = {"gpu": "full-scale GPU runs", "cpu": "reduced-scale CPU runs", "yours": "runs of your own grid"}
 
 
 @dataclass
