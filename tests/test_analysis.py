@@ -175,7 +175,12 @@ def test_paired_difference_known_answers():
 
 def test_the_paired_t_test_known_answers():
     # d = 1..5: t = 3 / (sqrt(2.5) / sqrt(5)) = 4.2426 on 4 degrees of freedom, two-sided p = 0.013236
-    assert A.paired_difference([1, 2, 3, 4, 5], [0] * 5, test="t")["p"] == pytest.approx(0.0132356, rel=1e-5)
+    r = A.paired_difference([1, 2, 3, 4, 5], [0] * 5, test="t")
+    assert r["p"] == pytest.approx(0.0132356, rel=1e-5)
+    # its interval: 3 -+ t_{0.975, 4} sqrt(2.5 / 5) = 3 -+ 2.776445 * 0.707107
+    assert (r["lo"], r["hi"]) == (pytest.approx(3 - 1.963243, rel=1e-6), pytest.approx(3 + 1.963243, rel=1e-6))
+    near = A.paired_difference([0.5, 2.5, 1.0, -0.2], [0] * 4, test="t")  # the interval excludes 0 iff p < 0.05
+    assert (near["lo"] > 0) == (near["p"] < 0.05)
     assert A.paired_difference([1, 2, 3, 4, 5], [0] * 5)["p"] == pytest.approx(2 / 2**5)  # Wilcoxon's floor
     assert A.paired_difference([3, 4, 5], [1, 2, 3], test="t")["p"] == 0.0  # the same difference every time
     assert A.paired_difference([1, 2], [1, 2], test="t")["p"] == 1.0

@@ -254,13 +254,15 @@ PAIRED_TESTS = ("wilcoxon", "t")
 
 def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0, test: str = "wilcoxon") -> dict:
     """Paired comparison of samples ``a`` and ``b`` (a[k] and b[k] share seed k): ``n`` pairs, the
-    mean difference ``diff`` = mean(a - b), its 95% percentile-bootstrap interval ``lo``..``hi``
-    (``n_boot`` resamples of the pairs, generator seeded by ``seed``), and a two-sided ``p``:
-    with ``test="wilcoxon"`` the Wilcoxon signed-rank test (scipy's default: exact without ties or
-    zeros for n <= 50, else the normal approximation), whose smallest possible p with n pairs and no
-    ties is 2 / 2^n (0.0625 for 5 pairs); with ``test="t"`` the paired t-test, t = mean(d) / (sd(d) /
-    sqrt n) on n - 1 degrees of freedom, which assumes roughly normal differences and can reach any p
-    (0 when every difference is the same nonzero number). p is 1.0 when every difference is zero."""
+    mean difference ``diff`` = mean(a - b), its 95% interval ``lo``..``hi`` and a two-sided ``p``.
+    With ``test="wilcoxon"``: the percentile-bootstrap interval (``n_boot`` resamples of the pairs,
+    generator seeded by ``seed``) and the Wilcoxon signed-rank test (scipy's default: exact without
+    ties or zeros for n <= 50, else the normal approximation), whose smallest possible p with n pairs
+    and no ties is 2 / 2^n (0.0625 for 5 pairs). With ``test="t"``: the paired t-test, t = mean(d) /
+    (sd(d) / sqrt n) on n - 1 degrees of freedom, which assumes roughly normal differences and can
+    reach any p (0 when every difference is the same nonzero number), and its own interval
+    mean(d) -+ t_{0.975, n-1} sd(d) / sqrt n, which excludes 0 exactly when p < 0.05 (a bootstrap
+    interval over a few seeds is too narrow for it). p is 1.0 when every difference is zero."""
     from scipy import stats
 
     a = np.asarray(a, dtype=float)
@@ -274,9 +276,13 @@ def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0, test: str = "wi
     if test not in PAIRED_TESTS:
         raise ValueError(f"test must be one of {PAIRED_TESTS}, got {test!r}")
     d = a - b
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
+    if test == "t":
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        lo, hi = d.mean() - half, d.mean() + half
+    else:
+        rng = np.random.default_rng(seed)
+        boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
     if not d.any():
         p = 1.0
     elif test == "wilcoxon":
