@@ -121,4 +121,5 @@ def test_channels_last_refuses_a_cpu_kernel_that_corrupts_memory():
         models.channels_last(models.build("resnet18", width=0.0625), torch.device("cpu"))
     model = models.channels_last(models.build("resnet18", width=0.25), torch.device("cpu"))  # 16 channels: fine
     assert model.features[3].short[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert models.channels_last(models.build("airnet", width=0.0625), torch.device("cpu")) is not None  # no 1x1 stride 2
+    air = models.channels_last(models.build("airnet", width=0.0625), torch.device("cpu"))  # no 1x1 stride 2
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in air.parameters() if p.dim() == 4)

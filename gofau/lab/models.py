@@ -245,7 +245,8 @@ def channels_last(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` in the channels_last memory format. On a CPU it refuses a 1x1 convolution of stride > 1
     with fewer input channels than oneDNN's channel block (8 floats with AVX2, 16 with AVX-512): its
     channels_last weight gradient writes past its buffer there (oneDNN issue 6035), which crashes the
-    process or, on some CPUs, silently corrupts the gradient. ResNets below width 0.125 have one."""
+    process or, on some CPUs, silently corrupts the gradient. ResNets below width 0.125 (0.25 with
+    AVX-512) have one."""
     if device.type == "cpu":
         block = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
         for name, m in model.named_modules():
