@@ -198,6 +198,22 @@ def test_paired_difference_refuses_bad_input():
         A.paired_difference([1, 2], [2, 3], n_boot=10)
 
 
+def test_the_planned_test_is_wilcoxon_only_where_its_smallest_p_can_pass_holms_first_step():
+    # 1 test at 0.05: 2/2^5 = 0.0625 fails, 2/2^6 = 0.031 passes; 9 tests: 0.05/9 = 0.0056 needs 2/2^9 = 0.0039
+    assert [A.rank_test_pairs(m) for m in (1, 3, 9, 12)] == [6, 7, 9, 9]
+    assert A.rank_test_pairs(1, alpha=0.0625) == 6  # 2/2^5 = alpha exactly: not below it
+    assert A.planned_test(10, 9) == "wilcoxon" and A.planned_test(8, 9) == "t" and A.planned_test(3, 1) == "t"
+    for m in range(1, 30):  # the smallest p of n pairs, 2/2^n, is below alpha/m from rank_test_pairs(m) on
+        n = A.rank_test_pairs(m)
+        assert 2 / 2**n < 0.05 / m <= 2 / 2 ** (n - 1)
+    with pytest.raises(ValueError, match=r"planned must be an integer >= 2"):
+        A.planned_test(1, 3)
+    with pytest.raises(ValueError, match=r"n_tests must be an integer >= 1"):
+        A.rank_test_pairs(0)
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
+        A.rank_test_pairs(3, alpha=1.5)
+
+
 def test_holm_by_hand():
     # sorted: 0.01*4 = 0.04, 0.03*3 = 0.09, 0.04*2 = 0.08 -> 0.09 (monotone), 0.5*1 = 0.5
     assert A.holm([0.01, 0.04, 0.03, 0.5]).tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])

@@ -1,5 +1,6 @@
 """gofau.lab.chapter: papermill parameter checking, data and repository paths, environment."""
 
+import math
 import os
 import subprocess
 
@@ -222,10 +223,11 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
     grid.write_text(TUNED)
     out = tmp_path / "results"
 
-    def save(rule, lr, seed, val, test, losses):
+    def save(rule, lr, seed, val, test, losses, diverged=False):
         cfg = TrainConfig(dataset="cifar10-jpeg", arch="resnet9", width=0.25, epochs=1, device="cpu", limit=64,
                           test_limit=32, optimizer="sgd", rule=rule, lr=lr, seed=seed)
         records.save(dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=seed, optimizer_code="c",
+                          num_classes=10, diverged=diverged,
                           epochs=[dict(epoch=1, val_acc=val, test_acc=test, val_loss=3 - val)],
                           steps=dict(columns=["step", "train_loss", "train_time_s"],
                                      rows=[[10 * i, x, float(i)] for i, x in enumerate(losses, 1)])), out)
@@ -247,11 +249,18 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
     as_loss = rec.evaluation(planned=2, target_loss=1.5, horizon=30, final="val_loss")  # a language model's
     assert as_loss.runs.final.tolist() == [pytest.approx(2.4)]  # the last val_loss itself, in nats
     assert "1 of the 2 evaluation seeds" in ev.status and "sgd / hybrid has no evaluation seed yet" in ev.status
+    assert not run.diverged and ev.chance == pytest.approx(10.0) and as_loss.chance == pytest.approx(math.log(10))
     save("hybrid", 0.1, 1, 0.5, 0.6, [2.0, 1.0])
     save("additive", 0.2, 2, 0.6, 0.7, [2.0, 1.0])
-    save("hybrid", 0.1, 2, 0.5, 0.6, [2.0, 1.0])
-    ev = chapter.load({"cpu": str(grid)}, "auto", str(out)).evaluation(planned=2, target_loss=1.5, horizon=30)
+    save("hybrid", 0.1, 2, math.nan, math.nan, [2.0, math.nan], diverged=True)  # a failure, not a missing seed
+    rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
+    ev = rec.evaluation(planned=2, target_loss=1.5, horizon=30)
     assert ev.n_seeds.tolist() == [2, 2] and ev.status == "All 2 evaluation seeds of every method have finished."
+    failed = ev.runs.set_index(["rule", "seed"]).loc[("hybrid", 2)]
+    assert failed.diverged and failed.final == pytest.approx(10.0)  # at chance: 100 / 10 classes
+    assert ev.runs.diverged.sum() == 1
+    as_loss = rec.evaluation(planned=2, target_loss=1.5, horizon=30, final="val_loss")
+    assert as_loss.runs.set_index(["rule", "seed"]).loc[("hybrid", 2)].final == pytest.approx(math.log(10))
 
 
 ACROSS = """
@@ -278,7 +287,7 @@ def test_evaluation_compares_configurations_a_pick_per_network_rerun_across_init
                           test_limit=32, optimizer="sgd", rule="additive", init=init, init_scale=scale, lr=lr,
                           seed=seed)
         records.save(dict(id=run_id(cfg), status="finished", config=identity(cfg), seed=seed, optimizer_code="c",
-                          epochs=[dict(epoch=1, val_acc=val, test_acc=val)],
+                          num_classes=10, epochs=[dict(epoch=1, val_acc=val, test_acc=val)],
                           steps=dict(columns=["step", "train_loss", "train_time_s"], rows=[[10, 1.0, 1.0]])), out)
 
     save("resnet9", 0.1, 0, 0.5)
@@ -306,3 +315,13 @@ def test_evaluation_without_a_finished_seed_says_so(tmp_path):
     rec = chapter.load({"cpu": str(grid_only)}, "auto", str(out))
     with pytest.raises(RuntimeError, match="no evaluation seed of .* has finished yet"):
         rec.evaluation(planned=10, target_loss=1.0, horizon=10)
+
+
+def test_chance_is_a_constant_guess_and_needs_one_number_of_classes(tmp_path):
+    grid, out = _records(tmp_path, ["a1"] * 4)
+    rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
+    rec.runs["num_classes"] = 200  # Tiny ImageNet
+    assert type(rec.chance()) is float and rec.chance() == pytest.approx(0.5) and rec.chance("val_loss") == pytest.approx(math.log(200))
+    rec.runs.loc[0, "num_classes"] = 10
+    with pytest.raises(ValueError, match=r"predict among \[10, 200\] numbers of classes"):
+        rec.chance()

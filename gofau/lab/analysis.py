@@ -294,6 +294,26 @@ def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0, test: str = "wi
     return dict(n=len(d), diff=float(d.mean()), lo=float(lo), hi=float(hi), p=p)
 
 
+def rank_test_pairs(n_tests: int, alpha: float = 0.05) -> int:
+    """The fewest pairs with which a Wilcoxon signed-rank test can pass the first step of Holm's
+    correction over ``n_tests`` comparisons: the least n with 2 / 2^n < alpha / n_tests (its smallest
+    two-sided p with n pairs and no ties is 2 / 2^n)."""
+    if not (isinstance(n_tests, (int, np.integer)) and n_tests >= 1):
+        raise ValueError(f"n_tests must be an integer >= 1, got {n_tests!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    return math.floor(math.log2(2 * n_tests / alpha)) + 1
+
+
+def planned_test(planned: int, n_tests: int, alpha: float = 0.05) -> str:
+    """The paired test a grid's design allows, chosen before any run from its ``planned`` seeds and
+    the ``n_tests`` comparisons of its family: "wilcoxon" where that many pairs can pass Holm's first
+    step (see :func:`rank_test_pairs`), else "t" (the paired t-test, which can reach any p)."""
+    if not (isinstance(planned, (int, np.integer)) and planned >= 2):
+        raise ValueError(f"planned must be an integer >= 2 (seeds per method), got {planned!r}")
+    return "wilcoxon" if planned >= rank_test_pairs(n_tests, alpha) else "t"
+
+
 def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson's score interval for a success rate of ``successes`` out of ``n`` (95% by default):
     (p + z^2/2n -+ z sqrt(p(1 - p)/n + z^2/4n^2)) / (1 + z^2/n), with p = successes / n."""

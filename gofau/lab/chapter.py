@@ -16,6 +16,7 @@ cells and raises.
 from __future__ import annotations
 
 import ast
+import math
 import platform
 import sys
 from dataclasses import dataclass
@@ -289,16 +290,31 @@ class Records:
         from gofau.lab import analysis
         return analysis.record_fields(self.out, self.finished["id"] if ids is None else ids)
 
+    def chance(self, final: str = "test_acc") -> float:
+        """``final`` of a constant guess among the runs' classes: 100 / classes (%) for an accuracy,
+        ln(classes) nats for a loss (a language model's classes are its vocabulary)."""
+        classes = self.finished["num_classes"].dropna().unique()
+        if len(classes) != 1:
+            found = sorted(map(int, classes)) or "unrecorded"
+            raise ValueError(f"the runs of {self.grid} predict among {found} numbers of classes: chance needs "
+                             "exactly one")
+        return 100 / int(classes[0]) if final.endswith("acc") else math.log(classes[0])
+
     def evaluation(self, planned: int, target_loss: float, horizon: int, final: str = "test_acc",
                    settings: tuple = ()) -> Evaluation:
         """The tuned grid's evaluation runs (its ``tune`` stage: every configuration at its pick, on the
         evaluation seeds), with ``final`` (the last evaluation's ``final`` metric: ``test_acc`` in %, or a
         language model's ``val_loss`` in nats) and the early phase of
         :func:`analysis.early_phase` (``target_loss`` and ``horizon`` fixed before the runs); ``planned``
-        is the number of evaluation seeds the grid will run. A configuration is a method (:data:`METHOD`)
+        is the number of evaluation seeds the grid will run. A run that diverged (its loss stopped being
+        finite, which ended it) is a failure of its configuration, not a missing seed: it is marked
+        ``diverged`` and its ``final`` is a constant guess's (:attr:`Evaluation.chance`), where the means
+        and the paired tests count it (see :meth:`chance`). A configuration is a method (:data:`METHOD`)
         and its values of ``settings`` (e.g. ``("arch",)`` for a pick per network); a setting of the
         grid's ``tune.across`` (e.g. ``init``) reruns the pick tuned without it. Raises RuntimeError while
         no configuration has an evaluation seed."""
+        import numpy as np
+
         from gofau.lab import analysis, grid
         from gofau.lab import records as R
 
@@ -312,7 +328,7 @@ class Records:
         tuned = [c for c in by if c not in across]  # the settings each pick was tuned for
         picked = self.picked(tuned)
         percent = 100 if final.endswith("acc") else 1
-        runs = picked[picked["stage"] == "tune"].assign(final=lambda d: percent * d[f"final_{final}"])
+        runs = picked[picked["stage"] == "tune"].assign(final=lambda d: percent * d[f"final_{final}"].astype(float))
         rank = {c: {v: i for i, v in enumerate(ordered(c, self.runs[c]))} for c in METHOD}
         methods = sorted(set(map(tuple, self.runs[by].itertuples(index=False))),
                          key=lambda k: tuple(rank[c][v] if c in rank else v for c, v in zip(by, k)))
@@ -320,6 +336,9 @@ class Records:
         order = [k for k in methods if n_seeds[k] > 0]
         if not order:
             raise RuntimeError(f"no evaluation seed of {self.grid} has finished yet: nothing to show")
+        chance = self.chance(final)
+        failed = runs["diverged"].astype(bool) | ~np.isfinite(runs["final"])
+        runs = runs.assign(diverged=failed, final=runs["final"].where(~failed, chance))
         steps = R.load_steps(self.out)
         steps = steps[steps["id"].isin(runs["id"])].reset_index(drop=True)
         runs = runs.merge(analysis.early_phase(steps, target_loss, horizon), on="id")
@@ -342,7 +361,7 @@ class Records:
             + (f"; the tuning of {sep.join(tuning)} is still running" if tuning else "")
             + (", so the tables below leave them out" if waiting or tuning else "")
             + ". This page is rebuilt from the records as they are committed.")
-        return Evaluation(picks, runs, steps, methods, order, n_seeds, status)
+        return Evaluation(picks, runs, steps, methods, order, n_seeds, status, chance)
 
 
 METHOD = ("optimizer", "rule")
@@ -372,6 +391,8 @@ class Evaluation:
     order: list            # the configurations with at least one finished evaluation seed
     n_seeds: pd.Series     # finished evaluation seeds per configuration of ``methods``
     status: str            # a paragraph for the page: how far the grid has come
+    chance: float          # ``final`` of a constant guess, at which a diverged run counts: 100 / classes (%)
+                           # for an accuracy, ln(classes) nats for a loss
 
     @property
     def n_min(self) -> int:

@@ -100,7 +100,8 @@ def records(path: str | os.PathLike = "results") -> list[dict]:
 
 def load(path: str | os.PathLike = "results"):
     """One row per run: ``id``, ``status``, every config key, the data set, device, wall time,
-    ``diverged``, ``optimizer_code`` (the hash of the optimizer's math it ran under; codes joined by
+    ``diverged``, ``num_classes`` (the classes a model chooses among: a language model's vocabulary),
+    ``optimizer_code`` (the hash of the optimizer's math it ran under; codes joined by
     "+" for a run resumed under changed math; "None" for records older than the hash), and the last
     epoch's metrics as ``final_<metric>`` plus ``best_test_acc``."""
     import pandas as pd
@@ -110,6 +111,7 @@ def load(path: str | os.PathLike = "results"):
         codes = list(dict.fromkeys(map(str, r.get("optimizer_codes") or [r.get("optimizer_code")])))
         row.update(dataset_name=r.get("dataset", {}).get("name"), device_name=r.get("device_name"),
                    wall_time_s=r.get("wall_time_s"), git_commit=r.get("git_commit"), diverged=bool(r.get("diverged")),
+                   num_classes=r.get("num_classes", r.get("dataset", {}).get("vocab_size")),
                    optimizer_code="+".join(codes),
                    epochs_done=len(r.get("epochs", [])), error=r.get("error"))
         if r.get("epochs"):
