@@ -1,5 +1,6 @@
 """Run records: hashing, atomic writes, skip/force, and the pandas loaders."""
 import json
+import math
 import os
 
 import pytest
@@ -79,6 +80,14 @@ def test_load_frames(tmp_path):
     ep = records.load_epochs(tmp_path)
     assert len(ep) == 4 and set(ep.columns) >= {"id", "optimizer", "epoch", "train_loss", "test_acc"}
     assert ep[ep.id == "r1"]["train_loss"].tolist() == [2.0, 1.5]
+
+
+def test_load_gives_the_classes_a_model_chooses_among(tmp_path):
+    records.save(dict(record("image"), num_classes=10), tmp_path)
+    records.save(dict(record("text"), dataset={"name": "tinyshakespeare", "vocab_size": 65}), tmp_path)  # its vocabulary
+    records.save(record("old"), tmp_path)  # recorded neither
+    classes = records.load(tmp_path).set_index("id").num_classes
+    assert classes["image"] == 10 and classes["text"] == 65 and math.isnan(classes["old"])
 
 
 def test_load_grad_stats(tmp_path):
