@@ -198,6 +198,16 @@ def test_paired_difference_refuses_bad_input():
         A.paired_difference([1, 2], [2, 3], n_boot=10)
 
 
+def test_wilcoxon_floor_is_the_exact_tests_p_when_every_difference_has_one_sign():
+    from scipy.stats import wilcoxon
+    for n in range(1, 13):
+        assert A.wilcoxon_floor(n) == pytest.approx(2 / 2**n)
+        if n >= 2:
+            assert A.wilcoxon_floor(n) == pytest.approx(wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue)
+    with pytest.raises(ValueError, match=r"n_pairs must be an integer >= 1, got 0"):
+        A.wilcoxon_floor(0)
+
+
 def test_the_planned_test_is_wilcoxon_only_where_its_smallest_p_can_pass_holms_first_step():
     # 1 test at 0.05: 2/2^5 = 0.0625 fails, 2/2^6 = 0.031 passes; 9 tests: 0.05/9 = 0.0056 needs 2/2^9 = 0.0039
     assert [A.rank_test_pairs(m) for m in (1, 3, 9, 12)] == [6, 7, 9, 9]

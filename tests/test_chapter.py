@@ -325,3 +325,18 @@ def test_chance_is_a_constant_guess_and_needs_one_number_of_classes(tmp_path):
     rec.runs.loc[0, "num_classes"] = 10
     with pytest.raises(ValueError, match=r"predict among \[10, 200\] numbers of classes"):
         rec.chance()
+
+
+def test_a_run_diverged_when_flagged_or_its_final_metric_is_not_finite_and_scores_at_chance(tmp_path):
+    import pandas as pd
+    runs = pd.DataFrame(dict(diverged=[False, True, False], final_test_acc=[0.5, 0.5, math.nan],
+                             final_val_loss=[1.5, 1.5, math.inf]))
+    assert chapter.diverged(runs).tolist() == [False, True, True]
+    grid, out = _records(tmp_path, ["a1"] * 4)
+    rec = chapter.load({"cpu": str(grid)}, "auto", str(out))
+    rec.runs["num_classes"] = 10
+    scored = rec.scored(runs)
+    assert scored.final.tolist() == [pytest.approx(50.0), pytest.approx(10.0), pytest.approx(10.0)]
+    assert scored.diverged.tolist() == [False, True, True] and "final" not in runs  # the input is left as it was
+    as_loss = rec.scored(runs, "val_loss")
+    assert as_loss.final.tolist() == [pytest.approx(1.5), pytest.approx(math.log(10)), pytest.approx(math.log(10))]

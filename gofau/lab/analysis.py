@@ -294,15 +294,25 @@ def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0, test: str = "wi
     return dict(n=len(d), diff=float(d.mean()), lo=float(lo), hi=float(hi), p=p)
 
 
+def wilcoxon_floor(n_pairs: int) -> float:
+    """The smallest two-sided p-value of Wilcoxon's exact signed-rank test on ``n_pairs`` pairs without
+    ties or zeros: 2 / 2^n, when every difference has the same sign."""
+    if not (isinstance(n_pairs, (int, np.integer)) and n_pairs >= 1):
+        raise ValueError(f"n_pairs must be an integer >= 1, got {n_pairs!r}")
+    return 2 / 2 ** int(n_pairs)
+
+
 def rank_test_pairs(n_tests: int, alpha: float = 0.05) -> int:
     """The fewest pairs with which a Wilcoxon signed-rank test can pass the first step of Holm's
-    correction over ``n_tests`` comparisons: the least n with 2 / 2^n < alpha / n_tests (its smallest
-    two-sided p with n pairs and no ties is 2 / 2^n)."""
+    correction over ``n_tests`` comparisons: the least n with :func:`wilcoxon_floor` (n) < alpha / n_tests."""
     if not (isinstance(n_tests, (int, np.integer)) and n_tests >= 1):
         raise ValueError(f"n_tests must be an integer >= 1, got {n_tests!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    return math.floor(math.log2(2 * n_tests / alpha)) + 1
+    n = 1
+    while wilcoxon_floor(n) >= alpha / n_tests:
+        n += 1
+    return n
 
 
 def planned_test(planned: int, n_tests: int, alpha: float = 0.05) -> str:

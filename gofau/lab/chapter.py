@@ -300,6 +300,14 @@ class Records:
                              "exactly one")
         return 100 / int(classes[0]) if final.endswith("acc") else math.log(classes[0])
 
+    def scored(self, runs: pd.DataFrame, final: str = "test_acc") -> pd.DataFrame:
+        """``runs`` (some of this grid's finished runs) with ``diverged`` (see :func:`diverged`) and
+        ``final``: the last evaluation's ``final`` metric, in % for an accuracy, and :meth:`chance`'s
+        value where the run diverged."""
+        failed = diverged(runs, final)
+        value = (100 if final.endswith("acc") else 1) * runs[f"final_{final}"].astype(float)
+        return runs.assign(diverged=failed, final=value.where(~failed, self.chance(final)))
+
     def evaluation(self, planned: int, target_loss: float, horizon: int, final: str = "test_acc",
                    settings: tuple = ()) -> Evaluation:
         """The tuned grid's evaluation runs (its ``tune`` stage: every configuration at its pick, on the
@@ -309,12 +317,10 @@ class Records:
         is the number of evaluation seeds the grid will run. A run that diverged (its loss stopped being
         finite, which ended it) is a failure of its configuration, not a missing seed: it is marked
         ``diverged`` and its ``final`` is a constant guess's (:attr:`Evaluation.chance`), where the means
-        and the paired tests count it (see :meth:`chance`). A configuration is a method (:data:`METHOD`)
+        and the paired tests count it (see :meth:`scored`). A configuration is a method (:data:`METHOD`)
         and its values of ``settings`` (e.g. ``("arch",)`` for a pick per network); a setting of the
         grid's ``tune.across`` (e.g. ``init``) reruns the pick tuned without it. Raises RuntimeError while
         no configuration has an evaluation seed."""
-        import numpy as np
-
         from gofau.lab import analysis, grid
         from gofau.lab import records as R
 
@@ -327,8 +333,7 @@ class Records:
                   for k in a}
         tuned = [c for c in by if c not in across]  # the settings each pick was tuned for
         picked = self.picked(tuned)
-        percent = 100 if final.endswith("acc") else 1
-        runs = picked[picked["stage"] == "tune"].assign(final=lambda d: percent * d[f"final_{final}"].astype(float))
+        runs = picked[picked["stage"] == "tune"]
         rank = {c: {v: i for i, v in enumerate(ordered(c, self.runs[c]))} for c in METHOD}
         methods = sorted(set(map(tuple, self.runs[by].itertuples(index=False))),
                          key=lambda k: tuple(rank[c][v] if c in rank else v for c, v in zip(by, k)))
@@ -336,9 +341,7 @@ class Records:
         order = [k for k in methods if n_seeds[k] > 0]
         if not order:
             raise RuntimeError(f"no evaluation seed of {self.grid} has finished yet: nothing to show")
-        chance = self.chance(final)
-        failed = runs["diverged"].astype(bool) | ~np.isfinite(runs["final"])
-        runs = runs.assign(diverged=failed, final=runs["final"].where(~failed, chance))
+        runs = self.scored(runs, final)
         steps = R.load_steps(self.out)
         steps = steps[steps["id"].isin(runs["id"])].reset_index(drop=True)
         runs = runs.merge(analysis.early_phase(steps, target_loss, horizon), on="id")
@@ -361,7 +364,15 @@ class Records:
             + (f"; the tuning of {sep.join(tuning)} is still running" if tuning else "")
             + (", so the tables below leave them out" if waiting or tuning else "")
             + ". This page is rebuilt from the records as they are committed.")
-        return Evaluation(picks, runs, steps, methods, order, n_seeds, status, chance)
+        return Evaluation(picks, runs, steps, methods, order, n_seeds, status, self.chance(final))
+
+
+def diverged(runs: pd.DataFrame, final: str = "test_acc") -> pd.Series:
+    """Per run, whether it diverged: the trainer stopped it at a non-finite loss, or its last
+    ``final`` metric is not finite."""
+    import numpy as np
+
+    return runs["diverged"].fillna(False).astype(bool) | ~np.isfinite(runs[f"final_{final}"].astype(float))
 
 
 METHOD = ("optimizer", "rule")
