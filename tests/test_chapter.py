@@ -340,3 +340,26 @@ def test_a_run_diverged_when_flagged_or_its_final_metric_is_not_finite_and_score
     assert scored.diverged.tolist() == [False, True, True] and "final" not in runs  # the input is left as it was
     as_loss = rec.scored(runs, "val_loss")
     assert as_loss.final.tolist() == [pytest.approx(1.5), pytest.approx(math.log(10)), pytest.approx(math.log(10))]
+
+
+def test_a_strip_plot_drawn_after_the_theme_is_the_same_on_every_run():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    data = pd.DataFrame({"rule": ["additive", "hybrid"] * 5, "final": range(10)})
+
+    def points():
+        chapter.theme()
+        ax = sns.stripplot(data=data, x="rule", y="final", jitter=0.2)
+        xy = np.concatenate([c.get_offsets() for c in ax.collections])
+        plt.close(ax.figure)
+        return xy
+
+    first = points()
+    assert np.ptp(first[:, 0] - np.round(first[:, 0])) > 0  # jittered
+    np.random.uniform(size=7)  # whatever a chapter drew before
+    assert np.array_equal(points(), first)
