@@ -363,3 +363,11 @@ def test_a_strip_plot_drawn_after_the_theme_is_the_same_on_every_run():
     assert np.ptp(first[:, 0] - np.round(first[:, 0])) > 0  # jittered
     np.random.uniform(size=7)  # whatever a chapter drew before
     assert np.array_equal(points(), first)
+
+
+def test_finds_counts_the_tests_that_find_a_difference_in_words():
+    assert chapter.finds(0) == "none finds a difference"
+    assert chapter.finds(1) == "1 finds a difference"
+    assert chapter.finds(4) == "4 find a difference"
+    with pytest.raises(ValueError, match=r"n must be an integer >= 0 .*got -1"):
+        chapter.finds(-1)

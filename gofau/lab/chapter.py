@@ -240,6 +240,14 @@ def interval(estimate: float, low: float, high: float, unit: str = "points", dig
     return text.replace("-", "\u2212")
 
 
+def finds(n: int) -> str:
+    """How many tests of a family find a difference, in words: "none finds a difference", "1 finds a
+    difference", "4 find a difference"."""
+    if not (isinstance(n, int) and n >= 0):
+        raise ValueError(f"n must be an integer >= 0 (tests that find a difference), got {n!r}")
+    return "none finds a difference" if n == 0 else f"{n} {'finds' if n == 1 else 'find'} a difference"
+
+
 def glue(name: str, value) -> None:
     """``myst_nb.glue(name, value, display=False)``: the value for ``{glue:text}`name``` in the prose."""
     from myst_nb import glue as _glue
