@@ -123,3 +123,23 @@ def test_channels_last_refuses_a_cpu_kernel_that_corrupts_memory():
     assert model.features[3].short[0].weight.is_contiguous(memory_format=torch.channels_last)
     air = models.channels_last(models.build("airnet", width=0.0625), torch.device("cpu"))  # no 1x1 stride 2
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in air.parameters() if p.dim() == 4)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_a_channels_last_network_that_is_accepted_gets_the_right_shortcut_gradients(arch):
+    # every strided 1x1 convolution's weight gradient, in situ, against float64 from its own input and output grad
+    torch.manual_seed(0)
+    model = models.channels_last(models.build(arch, width=0.25), torch.device("cpu"))
+    short = {n: c for n, c in model.named_modules() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride != (1, 1)}
+    seen = {}
+    for n, c in short.items():
+        c.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, [i[0].detach()]))
+        c.register_full_backward_hook(lambda mod, gi, go, n=n: seen[n].append(go[0].detach()))
+    x = torch.randn(32, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    nn.functional.cross_entropy(model(x), torch.randint(0, 10, (32,))).backward()
+    assert len(short) == 3
+    for n, c in short.items():
+        xi, go = seen[n]
+        s = c.stride[0]
+        want = torch.einsum("bchw,bohw->oc", xi[:, :, ::s, ::s].double(), go.double())
+        assert torch.allclose(c.weight.grad.squeeze().double(), want, rtol=1e-4, atol=1e-6 * want.abs().max().item()), n
