@@ -230,6 +230,11 @@ def test_holm_by_hand():
     assert A.holm([0.3, 0.6]).tolist() == pytest.approx([0.6, 0.6])
     with pytest.raises(ValueError, match="p_values"):
         A.holm([0.1, 1.5])
+    # a planned family of 4 with 2 tests made so far: 0.01*4 = 0.04, 0.04*3 = 0.12, as if the others had p = 1
+    assert A.holm([0.04, 0.01], m=4).tolist() == pytest.approx([0.12, 0.04])
+    assert A.holm([0.04, 0.01], m=4).tolist() == pytest.approx(A.holm([0.04, 0.01, 1.0, 1.0])[:2].tolist())
+    with pytest.raises(ValueError, match=r"m must be an integer at least the number of p-values \(2\), got 1"):
+        A.holm([0.04, 0.01], m=1)
 
 
 def test_paired_comparisons_pairs_on_seed_and_corrects_the_family():
@@ -314,6 +319,10 @@ def test_wilson_interval_by_hand():
 
 def test_mean_interval_by_hand():
     assert A.mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)  # no spread: every resample has the mean
+    # the t-interval: mean 2, sd 1 over 3 values, half-width t_{0.975, 2} / sqrt 3 = 4.302653 / 1.732051
+    assert A.mean_interval([1.0, 2.0, 3.0], test="t") == pytest.approx((2.0, 2.0 - 2.484138, 2.0 + 2.484138))
+    with pytest.raises(ValueError, match="test must be one of"):
+        A.mean_interval([1.0, 2.0], test="z")
     m, lo, hi = A.mean_interval([0.0, 10.0])  # resamples of 2: means 0, 5 or 10 with chances 1/4, 1/2, 1/4
     assert m == 5.0 and lo == 0.0 and hi == 10.0
     m, lo, hi = A.mean_interval(np.arange(100.0))

@@ -261,6 +261,8 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
     assert ev.runs.diverged.sum() == 1
     as_loss = rec.evaluation(planned=2, target_loss=1.5, horizon=30, final="val_loss")
     assert as_loss.runs.set_index(["rule", "seed"]).loc[("hybrid", 2)].final == pytest.approx(math.log(10))
+    # its log ends before the horizon: its early phase counts at a uniform guess's loss, not as a missing pair
+    assert failed.auc == pytest.approx(math.log(10))
 
 
 ACROSS = """

@@ -208,15 +208,29 @@ def spread(runs: pd.DataFrame, by, metric: str = "final_test_acc") -> pd.DataFra
     return out
 
 
-def mean_interval(values, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lo, hi): the mean of ``values`` and its 95% percentile-bootstrap interval (``n_boot``
-    resamples, generator seeded by ``seed``), as :func:`paired_difference` computes it for differences."""
+def mean_interval(values, n_boot: int = 10_000, seed: int = 0, test: str = "wilcoxon") -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean of ``values`` and its 95% interval, the one that goes with ``test`` as in
+    :func:`paired_difference`: the percentile bootstrap (``n_boot`` resamples, generator seeded by
+    ``seed``) with ``"wilcoxon"``, the t-interval with ``"t"``."""
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or len(x) < 2 or not np.isfinite(x).all():
         raise ValueError(f"values must be at least 2 finite numbers, got {values!r}")
+    if test not in PAIRED_TESTS:
+        raise ValueError(f"test must be one of {PAIRED_TESTS}, got {test!r}")
+    return (float(x.mean()), *_interval(x, test, n_boot, seed))
+
+
+def _interval(x: np.ndarray, test: str, n_boot: int, seed: int) -> tuple[float, float]:
+    """The 95% interval of the mean of ``x``: mean -+ t_{0.975, n-1} sd / sqrt n with ``test="t"``, else
+    the 2.5 and 97.5 percentiles of ``n_boot`` bootstrap means."""
+    from scipy import stats
+
+    if test == "t":
+        half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+        return float(x.mean() - half), float(x.mean() + half)
     boots = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(x.mean()), float(lo), float(hi)
+    return float(lo), float(hi)
 
 
 def sd_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -276,13 +290,7 @@ def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0, test: str = "wi
     if test not in PAIRED_TESTS:
         raise ValueError(f"test must be one of {PAIRED_TESTS}, got {test!r}")
     d = a - b
-    if test == "t":
-        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        lo, hi = d.mean() - half, d.mean() + half
-    else:
-        rng = np.random.default_rng(seed)
-        boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-        lo, hi = np.percentile(boots, [2.5, 97.5])
+    lo, hi = _interval(d, test, n_boot, seed)
     if not d.any():
         p = 1.0
     elif test == "wilcoxon":
@@ -335,16 +343,20 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
-def holm(p_values) -> np.ndarray:
+def holm(p_values, m: int | None = None) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (same order as given): the k-th smallest
-    p becomes max over j <= k of min(1, (m - j + 1) p_(j)); reject where the adjusted p < alpha."""
+    p becomes max over j <= k of min(1, (m - j + 1) p_(j)); reject where the adjusted p < alpha. ``m``
+    (default: the number of p-values) is the family's planned size when some of its tests cannot be
+    made yet: those count as never rejected, so the correction is as strict as the plan's."""
     p = np.asarray(p_values, dtype=float)
     if p.ndim != 1 or ((p < 0) | (p > 1) | ~np.isfinite(p)).any():
         raise ValueError(f"p_values must be a one-dimensional list of numbers in [0, 1], got {p_values!r}")
+    if m is not None and not (isinstance(m, (int, np.integer)) and m >= len(p)):
+        raise ValueError(f"m must be an integer at least the number of p-values ({len(p)}), got {m!r}")
     order = np.argsort(p, kind="stable")
-    m = len(p)
-    adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
-    out = np.empty(m)
+    m = len(p) if m is None else int(m)
+    adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(len(p))) * p[order]))
+    out = np.empty(len(p))
     out[order] = adjusted
     return out
 
