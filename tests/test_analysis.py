@@ -250,6 +250,8 @@ def test_paired_comparisons_pairs_on_seed_and_corrects_the_family():
     assert hyb["n"] == 7 and hyb["diff"] == pytest.approx(0.02) and hyb["p"] == pytest.approx(2 / 2**7)
     assert abs(mul["diff"]) < 0.002 and mul["p"] > 0.5 and not mul["significant"]
     assert hyb["p_holm"] == pytest.approx(2 * hyb["p"]) and bool(hyb["significant"])
+    planned = A.paired_comparisons(pd.DataFrame(rows), ["optimizer", "rule"], {"rule": "additive"}, metric="acc", m=5)
+    assert planned.loc[("sgd", "hybrid"), "p_holm"] == pytest.approx(5 * hyb["p"])  # 3 planned tests not made yet
 
 
 def test_paired_comparisons_with_several_metrics_correct_across_all():

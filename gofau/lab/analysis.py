@@ -376,43 +376,44 @@ def _against(runs: pd.DataFrame, by: list, against: dict):
         yield tuple(key.values()), g, ref
 
 
-def _family(rows: dict, by: list, columns: list, alpha: float, one_metric: bool) -> pd.DataFrame:
-    """Rows keyed by (metric, *by) as a table with Holm's correction across all of them; the
-    ``metric`` level is dropped when the caller asked for one metric."""
+def _family(rows: dict, by: list, columns: list, alpha: float, one_metric: bool, m: int | None = None) -> pd.DataFrame:
+    """Rows keyed by (metric, *by) as a table with Holm's correction across all of them (a family of ``m``
+    planned tests, see :func:`holm`); the ``metric`` level is dropped when the caller asked for one metric."""
     if not rows:  # empty, with the index levels a full family has, so it concatenates and drops levels alike
         names = by if one_metric else ["metric", *by]
         index = pd.MultiIndex.from_tuples([], names=names) if len(names) > 1 else pd.Index([], name=names[0])
         return pd.DataFrame(columns=[*columns, "p_holm", "significant"], index=index)
     out = pd.DataFrame(list(rows.values()), index=pd.MultiIndex.from_tuples(list(rows), names=["metric", *by]))
-    out["p_holm"] = holm(out["p"])
+    out["p_holm"] = holm(out["p"], m)
     out["significant"] = out["p_holm"] < alpha
     return out.droplevel("metric") if one_metric else out
 
 
 def paired_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test_acc", pair: str = "seed",
-                       alpha: float = 0.05, **boot) -> pd.DataFrame:
+                       alpha: float = 0.05, m: int | None = None, **boot) -> pd.DataFrame:
     """Every group of ``by`` against its reference (the group with the settings of ``against``, e.g.
     ``{"rule": "additive"}``, and the same other columns of ``by``), paired on ``pair``: one row per
     comparison and metric (``metric``: a column or a list of them) with :func:`paired_difference`'s
     n, diff, lo, hi and p (``boot``: its n_boot, seed and test), ``p_holm`` (Holm across every row:
-    the family) and ``significant`` (p_holm < alpha). With several metrics the index starts with
+    the family, or a planned family of ``m`` tests of which some cannot be made yet, see :func:`holm`) and
+    ``significant`` (p_holm < alpha). With several metrics the index starts with
     ``metric``. Pairs with a non-finite value (a diverged run) are left out, so ``n`` counts the pairs
     used; groups need ``by`` to make ``pair`` unique."""
     by = _by(by)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     _need(runs, [*by, pair, *metrics, *against], "runs")
     rows = {}
-    for m in metrics:
+    for col in metrics:
         for key, g, ref in _against(runs, by, against):
             for side in (g, ref):
                 if side[pair].duplicated().any():
                     raise ValueError(f"{key}: {pair} repeats within a group; add the column that varies to by")
-            both = g.set_index(pair)[m].to_frame("a").join(ref.set_index(pair)[m].rename("b"), how="inner")
+            both = g.set_index(pair)[col].to_frame("a").join(ref.set_index(pair)[col].rename("b"), how="inner")
             both = both.astype(float)
             both = both[np.isfinite(both).all(axis=1)]  # a diverged run (no finite metric) has no pair
             if len(both) >= 2:
-                rows[(m, *key)] = {**paired_difference(both["a"], both["b"], **boot)}
-    return _family(rows, by, ["n", "diff", "lo", "hi", "p"], alpha, isinstance(metric, str))
+                rows[(col, *key)] = {**paired_difference(both["a"], both["b"], **boot)}
+    return _family(rows, by, ["n", "diff", "lo", "hi", "p"], alpha, isinstance(metric, str), m)
 
 
 def spread_comparisons(runs: pd.DataFrame, by, against: dict, metric="final_test_acc",
