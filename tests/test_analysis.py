@@ -235,6 +235,8 @@ def test_holm_by_hand():
     assert A.holm([0.04, 0.01], m=4).tolist() == pytest.approx(A.holm([0.04, 0.01, 1.0, 1.0])[:2].tolist())
     with pytest.raises(ValueError, match=r"m must be an integer at least the number of p-values \(2\), got 1"):
         A.holm([0.04, 0.01], m=1)
+    with pytest.raises(ValueError, match="m must be an integer"):
+        A.holm([0.04, 0.01], m=True)
 
 
 def test_paired_comparisons_pairs_on_seed_and_corrects_the_family():

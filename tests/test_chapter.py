@@ -263,6 +263,8 @@ def test_evaluation_reads_the_picks_seeds_and_early_phase_and_says_how_far_the_g
     assert as_loss.runs.set_index(["rule", "seed"]).loc[("hybrid", 2)].final == pytest.approx(math.log(10))
     # its log ends before the horizon: its early phase counts at a uniform guess's loss, not as a missing pair
     assert failed.auc == pytest.approx(math.log(10))
+    short = ev.runs.set_index(["rule", "seed"]).loc[("additive", 2)]  # did not diverge; its log is short of the horizon
+    assert not short.diverged and math.isnan(short.auc)  # no early phase to score: left out, not filled in
 
 
 ACROSS = """
@@ -373,3 +375,7 @@ def test_finds_counts_the_tests_that_find_a_difference_in_words():
     assert chapter.finds(4) == "4 find a difference"
     with pytest.raises(ValueError, match=r"n must be an integer >= 0 .*got -1"):
         chapter.finds(-1)
+
+
+def test_listing_joins_items_as_prose():
+    assert [chapter.listing(x) for x in ([], ["a"], ["a", "b"], ["a", "b", 3])] == ["", "a", "a and b", "a, b and 3"]

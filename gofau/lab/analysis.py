@@ -351,7 +351,7 @@ def holm(p_values, m: int | None = None) -> np.ndarray:
     p = np.asarray(p_values, dtype=float)
     if p.ndim != 1 or ((p < 0) | (p > 1) | ~np.isfinite(p)).any():
         raise ValueError(f"p_values must be a one-dimensional list of numbers in [0, 1], got {p_values!r}")
-    if m is not None and not (isinstance(m, (int, np.integer)) and m >= len(p)):
+    if m is not None and not (isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= len(p)):
         raise ValueError(f"m must be an integer at least the number of p-values ({len(p)}), got {m!r}")
     order = np.argsort(p, kind="stable")
     m = len(p) if m is None else int(m)

@@ -248,6 +248,12 @@ def finds(n: int) -> str:
     return "none finds a difference" if n == 0 else f"{n} {'finds' if n == 1 else 'find'} a difference"
 
 
+def listing(items) -> str:
+    """"a", "a and b", "a, b and c": the items joined as a list in prose."""
+    items = [str(i) for i in items]
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
 def glue(name: str, value) -> None:
     """``myst_nb.glue(name, value, display=False)``: the value for ``{glue:text}`name``` in the prose."""
     from myst_nb import glue as _glue
@@ -329,8 +335,8 @@ class Records:
         is the number of evaluation seeds the grid will run. A run that diverged (its loss stopped being
         finite, which ended it) is a failure of its configuration, not a missing seed: it is marked
         ``diverged`` and its ``final`` is a constant guess's (:attr:`Evaluation.chance`), where the means
-        and the paired tests count it (see :meth:`scored`); so does its early phase: where it diverged before
-        ``horizon``, its ``auc`` is a uniform guess's loss, ln(classes). A configuration is a method (:data:`METHOD`)
+        and the paired tests count it (see :meth:`scored`); so does its early phase, by the same convention:
+        where it diverged before ``horizon``, its ``auc`` is a uniform guess's loss, ln(classes). A configuration is a method (:data:`METHOD`)
         and its values of ``settings`` (e.g. ``("arch",)`` for a pick per network); a setting of the
         grid's ``tune.across`` (e.g. ``init``) reruns the pick tuned without it. Raises RuntimeError while
         no configuration has an evaluation seed."""
