@@ -125,7 +125,7 @@ def test_channels_last_refuses_a_cpu_kernel_that_corrupts_memory():
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in air.parameters() if p.dim() == 4)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
 def test_a_channels_last_network_that_is_accepted_gets_the_right_shortcut_gradients(arch):
     # every strided 1x1 convolution's weight gradient, in situ, against float64 from its own input and output grad
     torch.manual_seed(0)
@@ -137,7 +137,7 @@ def test_a_channels_last_network_that_is_accepted_gets_the_right_shortcut_gradie
         c.register_full_backward_hook(lambda mod, gi, go, n=n: seen[n].append(go[0].detach()))
     x = torch.randn(32, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     nn.functional.cross_entropy(model(x), torch.randint(0, 10, (32,))).backward()
-    assert len(short) == 3
+    assert len(short) == 3 and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in short.values())
     for n, c in short.items():
         xi, go = seen[n]
         s = c.stride[0]
