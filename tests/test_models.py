@@ -130,7 +130,8 @@ def test_a_channels_last_network_that_is_accepted_gets_the_right_shortcut_gradie
     # every strided 1x1 convolution's weight gradient, in situ, against float64 from its own input and output grad
     torch.manual_seed(0)
     model = models.channels_last(models.build(arch, width=0.25), torch.device("cpu"))
-    short = {n: c for n, c in model.named_modules() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride != (1, 1)}
+    short = {n: c for n, c in model.named_modules()
+             if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride != (1, 1)}
     seen = {}
     for n, c in short.items():
         c.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, [i[0].detach()]))

@@ -335,11 +335,12 @@ class Records:
         is the number of evaluation seeds the grid will run. A run that diverged (its loss stopped being
         finite, which ended it) is a failure of its configuration, not a missing seed: it is marked
         ``diverged`` and its ``final`` is a constant guess's (:attr:`Evaluation.chance`), where the means
-        and the paired tests count it (see :meth:`scored`); so does its early phase, by the same convention:
-        where it diverged before ``horizon``, its ``auc`` is a uniform guess's loss, ln(classes). A configuration is a method (:data:`METHOD`)
-        and its values of ``settings`` (e.g. ``("arch",)`` for a pick per network); a setting of the
-        grid's ``tune.across`` (e.g. ``init``) reruns the pick tuned without it. Raises RuntimeError while
-        no configuration has an evaluation seed."""
+        and the paired tests count it (see :meth:`scored`); so does its early phase, by the same
+        convention: where it diverged before ``horizon``, its ``auc`` is a uniform guess's loss,
+        ln(classes). A configuration is a method (:data:`METHOD`) and its values of ``settings`` (e.g.
+        ``("arch",)`` for a pick per network); a setting of the grid's ``tune.across`` (e.g. ``init``)
+        reruns the pick tuned without it. Raises RuntimeError while no configuration has an evaluation
+        seed."""
         from gofau.lab import analysis, grid
         from gofau.lab import records as R
 
@@ -379,8 +380,8 @@ class Records:
         status = (f"All {planned} evaluation seeds of every {what} have finished." if low >= planned and not (
             waiting or tuning) else
             f"The grid is still running: {seeds} of the {planned} evaluation seeds per {what} have finished, and "
-            f"the evaluation results below are computed from those (the seeds run one at a time for all {what}s, so the "
-            "comparisons stay paired)"
+            f"the evaluation results below are computed from those (the seeds run one at a time for all {what}s, "
+            "so the comparisons stay paired)"
             + (f"; {sep.join(waiting)} {'has' if len(waiting) == 1 else 'have'} no evaluation seed yet" if waiting else "")
             + (f"; the tuning of {sep.join(tuning)} is still running" if tuning else "")
             + (", so the tables below leave them out" if waiting or tuning else "")
