@@ -172,6 +172,7 @@ def test_table_text_is_stable_and_html_is_styled():
 
 def test_interval_and_styles():
     assert chapter.interval(0.4, -0.2, 1.0) == "+0.4 points (95% CI \u22120.2 to +1.0)"
+    assert chapter.interval(0.4, -0.2, 1.0, note="5 pairs") == "+0.4 points (95% CI \u22120.2 to +1.0, 5 pairs)"
     assert [chapter.label(k) for k in (("sgd", "hybrid"), ("adamw", "additive"), ("lamb", "trust"))] == [
         "sgd / hybrid", "AdamW", "LAMB"]
     assert chapter.ordered("rule", ["hybrid", "additive", "hybrid"]) == ["additive", "hybrid"]

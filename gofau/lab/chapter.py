@@ -231,13 +231,15 @@ def table(df, formats: dict | str | None = None, name: str = "table") -> Table:
 
 
 def interval(estimate: float, low: float, high: float, unit: str = "points", digits: int = 1,
-             cell: bool = False) -> str:
-    """"+0.4 points (95% CI -0.2 to +1.0)": a signed estimate with its interval, for glued prose;
-    with ``cell``, "+0.4 [-0.2, +1.0]" for a table whose header names the unit and the interval."""
+             cell: bool = False, note: str = "") -> str:
+    """"+0.4 points (95% CI -0.2 to +1.0)": a signed estimate with its interval, for glued prose, and
+    ``note`` inside the parentheses after it ("..., 5 pairs)"); with ``cell``, "+0.4 [-0.2, +1.0]" for a
+    table whose header names the unit and the interval."""
     f = f"{{:+.{digits}f}}"
-    text = (f"{f.format(estimate)} [{f.format(low)}, {f.format(high)}]" if cell else
-            f"{f.format(estimate)} {unit} (95% CI {f.format(low)} to {f.format(high)})")
-    return text.replace("-", "\u2212")
+    if cell:
+        return f"{f.format(estimate)} [{f.format(low)}, {f.format(high)}]".replace("-", "\u2212")
+    text = f"{f.format(estimate)} {unit} (95% CI {f.format(low)} to {f.format(high)}".replace("-", "\u2212")
+    return text + (f", {note})" if note else ")")
 
 
 def finds(n: int) -> str:
