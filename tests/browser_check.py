@@ -11,6 +11,10 @@ an anchor that the target page does not define, a JavaScript error, or a same-or
 that failed to load. The book serves its own MathJax; a resource on another host cannot load
 on an offline machine: such load failures are listed as ignored, never counted, and only those.
 
+A page also fails when its prose shows Markdown that was not rendered: a backtick or a "**" in text
+outside code, listings, scripts and math, as happens when glued plain text ({glue:text}) carries
+Markdown.
+
 A results chapter (a page built from notebooks/, other than the exempt update_rules and train)
 also fails when it shows more than CODE_LIMIT non-blank lines of code: code cell inputs
 (myst-nb's div.cell_input) that the page shows expanded. A cell tagged remove-input has no
@@ -172,6 +176,41 @@ def visible_code_lines(html: str) -> int:
     return sum(1 for text in parser.inputs for line in "".join(text).splitlines() if line.strip())
 
 
+class _Prose(HTMLParser):
+    """The text of a page outside code, listings, scripts, styles and math."""
+
+    SKIP = {"code", "pre", "script", "style", "math", "mjx-container", "kbd", "samp"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[tuple[str, bool]] = []   # open elements: (tag, whether it starts a skipped region)
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _VisibleCode.VOID:
+            return
+        classes = set((dict(attrs).get("class") or "").split())
+        self.stack.append((tag, tag in self.SKIP or bool(classes & {"math", "highlight"})))
+
+    def handle_endtag(self, tag):
+        if any(t == tag for t, _ in self.stack):
+            while self.stack.pop()[0] != tag:
+                pass                        # closes elements left open inside
+
+    def handle_data(self, data):
+        if not any(skip for _, skip in self.stack):
+            self.text.append(data)
+
+
+def literal_markdown(html: str) -> list[str]:
+    """Snippets of prose that show Markdown syntax literally (a backtick or "**"; see _Prose)."""
+    parser = _Prose()
+    parser.feed(html)
+    parser.close()
+    text = " ".join("".join(parser.text).split())
+    return [text[max(0, m.start() - 40):m.end() + 40] for m in re.finditer(r"`|\*\*", text)]
+
+
 def is_results_chapter(rel: str) -> bool:
     """Whether a page (a path relative to the HTML root) is a results chapter built from notebooks/."""
     path = PurePosixPath(rel)
@@ -294,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 problems, ignored = check_page(driver, f"{origin}/{rel}", origin, root)
                 if too_much_code := code_problem(page, root):
                     problems.append(too_much_code)
+                problems += [f"Markdown shown literally: ...{snippet}..." for snippet in
+                             literal_markdown(page.read_text(encoding="utf-8", errors="replace"))]
                 if args.screenshots:
                     shot = args.screenshots / (rel.replace("/", "__") + ".png")
                     shot.parent.mkdir(parents=True, exist_ok=True)

@@ -174,3 +174,15 @@ def test_browser_check_catches_what_a_reader_would_see_broken(tmp_path, capsys):
                     "1 formulas not typeset", "JavaScript error: Uncaught ReferenceError: notDefined"]:
         assert problem in bad
     assert out.rstrip().endswith("browser check: 1 passed, 1 failed")
+
+
+@pytest.mark.parametrize("body, word, marks", [
+    ("<p>The grid puts them on the additive rule (`bias_rule: additive`).</p>", "bias_rule", 2),
+    ("<p>A **bold** claim that was glued as plain text.</p>", "bold", 2),
+    ("<p>Text with <code>a `literal`</code> and <span class=\"math\">\\(a ** b\\)</span>.</p>"
+     "<div class=\"highlight\"><pre>x ** 2  # `code`</pre></div><p>Then <strong>bold</strong><br>done.</p>", None, 0),
+])
+def test_literal_markdown_finds_unrendered_syntax_in_prose_only(body, word, marks):
+    snippets = browser_check.literal_markdown(f"<html><body><article>{body}</article></body></html>")
+    assert len(snippets) == marks                       # one snippet per backtick or "**"
+    assert all(word in s for s in snippets)
