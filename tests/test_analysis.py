@@ -343,3 +343,14 @@ def test_sd_interval_by_hand():
     assert hi == pytest.approx(math.sqrt(4 * 2.5 / 0.4844), rel=1e-3)
     with pytest.raises(ValueError, match="level must be in"):
         A.sd_interval([1.0, 2.0], level=1.5)
+
+
+def test_ladder_ends_names_the_settings_of_a_pick_at_an_end_of_its_ladder():
+    tried = pd.DataFrame({"lr": [0.1, 0.2, 0.4, 0.8], "lr_in": [1.0, 10.0, 1.0, 10.0], "lr_out": [0.5] * 4})
+    assert A.ladder_ends(tried, {"lr": 0.8, "lr_in": 1.0}, ("lr", "lr_in")) == {"lr": "largest", "lr_in": "smallest"}
+    assert A.ladder_ends(tried, {"lr": 0.2, "lr_in": 10.0}, ("lr", "lr_in")) == {"lr_in": "largest"}
+    assert A.ladder_ends(tried, {"lr": 0.4}) == {}
+    assert A.ladder_ends(tried, {"lr_out": 0.5}, ("lr_out",)) == {}      # a single value tried is no ladder
+    assert A.ladder_ends(tried.assign(lr=[0.1, None, None, 0.8]), {"lr": 0.1}) == {"lr": "smallest"}
+    with pytest.raises(ValueError, match=r"tried lacks column\(s\) \['gamma'\]"):
+        A.ladder_ends(tried, {"gamma": 0.5}, ("gamma",))

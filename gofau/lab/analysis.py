@@ -92,6 +92,19 @@ def picked_runs(runs: pd.DataFrame, by, over) -> pd.DataFrame:
     return picked.join(tried, on=by).reset_index(drop=True)
 
 
+def ladder_ends(tried: pd.DataFrame, pick, columns=("lr",)) -> dict[str, str]:
+    """The settings of ``pick`` (a run, as a mapping) at an end of the ladder ``tried`` (the tuning runs of
+    its group, extensions included): ``{column: "smallest" | "largest"}`` for each of ``columns`` with at
+    least two values tried, where a value beyond the grid might have done better."""
+    _need(tried, columns, "tried")
+    ends = {}
+    for col in columns:
+        values = tried[col].dropna()
+        if values.nunique() >= 2 and pick[col] in (values.min(), values.max()):
+            ends[col] = "largest" if pick[col] == values.max() else "smallest"
+    return ends
+
+
 def pick_scale(grids: dict, out: str | Path = "results", scale: str = "auto") -> str | None:
     """The scale to show: ``scale`` itself if it is a key of ``grids``; for "auto", the first key
     (in the order given, largest scale first) whose grid (a file or a list of files) has a finished
