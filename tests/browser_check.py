@@ -179,7 +179,7 @@ def visible_code_lines(html: str) -> int:
 class _Prose(HTMLParser):
     """The text of a page outside code, listings, scripts, styles and math."""
 
-    SKIP = {"code", "pre", "script", "style", "math", "mjx-container", "kbd", "samp"}
+    SKIP = {"code", "pre", "script", "style", "title", "kbd", "samp"}
 
     def __init__(self):
         super().__init__()
@@ -203,12 +203,14 @@ class _Prose(HTMLParser):
 
 
 def literal_markdown(html: str) -> list[str]:
-    """Snippets of prose that show Markdown syntax literally (a backtick or "**"; see _Prose)."""
+    """Snippets of prose that show Markdown syntax literally, one per code or bold span (or lone backtick or
+    "**"); see _Prose."""
     parser = _Prose()
     parser.feed(html)
     parser.close()
-    text = " ".join("".join(parser.text).split())
-    return [text[max(0, m.start() - 40):m.end() + 40] for m in re.finditer(r"`|\*\*", text)]
+    text = " ".join(" ".join(parser.text).split())  # a space between elements: <td>*</td><td>*</td> is no "**"
+    return [text[max(0, m.start() - 40):m.end() + 40]  # a whole `span` or **span** once, else a lone mark
+            for m in re.finditer(r"`[^`]{0,200}`|\*\*.{0,200}?\*\*|`|\*\*", text)]
 
 
 def is_results_chapter(rel: str) -> bool:

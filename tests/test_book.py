@@ -176,13 +176,17 @@ def test_browser_check_catches_what_a_reader_would_see_broken(tmp_path, capsys):
     assert out.rstrip().endswith("browser check: 1 passed, 1 failed")
 
 
-@pytest.mark.parametrize("body, word, marks", [
-    ("<p>The grid puts them on the additive rule (`bias_rule: additive`).</p>", "bias_rule", 2),
-    ("<p>A **bold** claim that was glued as plain text.</p>", "bold", 2),
-    ("<p>Text with <code>a `literal`</code> and <span class=\"math\">\\(a ** b\\)</span>.</p>"
-     "<div class=\"highlight\"><pre>x ** 2  # `code`</pre></div><p>Then <strong>bold</strong><br>done.</p>", None, 0),
+@pytest.mark.parametrize("body, word, spans", [
+    ("<p>The grid puts them on the additive rule (`bias_rule: additive`).</p>", "bias_rule", 1),
+    ("<p>A **bold** claim, and a lone ` mark.</p>", "claim", 2),
+    # Sphinx and myst-nb markup: inline code, display math, a listing, a table's cells, a styled table, the title
+    ('<head><title>a `b`</title><style>td ** x {}</style></head><p>Text with <code class="docutils literal notranslate">'
+     '<span class="pre">a</span> <span class="pre">`literal`</span></code> and <span class="math notranslate '
+     'nohighlight">\\(a ** b\\)</span>.</p><div class="math notranslate nohighlight">\\[x^{**}\\]</div>'
+     '<div class="highlight"><pre>x ** 2  # `code`</pre></div><table><tr><td>*</td><td>*</td></tr></table>'
+     "<p>Then <strong>bold</strong><br>done.</p>", None, 0),
 ])
-def test_literal_markdown_finds_unrendered_syntax_in_prose_only(body, word, marks):
-    snippets = browser_check.literal_markdown(f"<html><body><article>{body}</article></body></html>")
-    assert len(snippets) == marks                       # one snippet per backtick or "**"
+def test_literal_markdown_finds_unrendered_syntax_in_prose_only(body, word, spans):
+    snippets = browser_check.literal_markdown(f"<html>{body}</html>")
+    assert len(snippets) == spans
     assert all(word in s for s in snippets)
